@@ -1,0 +1,104 @@
+"""Test, type-check and lint dynroute: ``nox`` runs everything CI runs.
+
+- ``tests``: the suite on each supported Django, each time on SQLite, PostgreSQL and
+  MariaDB (server suites skip with a reason when no server answers, and fail on CI).
+- ``typing``: mypy and pyright, strict, on ``src/`` and ``tests/typing/``.
+- ``lint``: ruff.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "typing", "tests"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+# (Python, Django): every supported Django, each on a Python it supports.
+MATRIX = [("3.10", "4.2"), ("3.11", "5.2"), ("3.12", "6.0"), ("3.13", "6.1")]
+BACKENDS = ("sqlite", "postgresql", "mariadb")
+LATEST_PYTHON, LATEST_DJANGO = MATRIX[-1]
+
+
+def _use_pyenv_interpreters() -> None:
+    """Let nox find Pythons that pyenv installed but did not put on PATH.
+
+    pyenv's shims answer ``python3.12`` only for the versions in ``PYENV_VERSION``;
+    list the newest installed patch of each Python the matrix needs.
+    """
+    if "PYENV_VERSION" in os.environ or shutil.which("pyenv") is None:
+        return
+    installed = _pyenv("versions", "--bare", "--skip-aliases").split()
+    current = _pyenv("version-name").strip()
+    chosen = [current] if current else []
+    for python, _ in MATRIX:
+        patches = [v for v in installed if re.fullmatch(rf"{re.escape(python)}\.\d+", v)]
+        if patches:
+            chosen.append(max(patches, key=lambda v: int(v.rsplit(".", 1)[1])))
+    os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys(chosen))
+
+
+def _pyenv(*args: str) -> str:
+    done = subprocess.run(["pyenv", *args], capture_output=True, text=True, check=False)  # noqa: S603, S607 - pyenv from PATH, fixed arguments
+    return done.stdout
+
+
+_use_pyenv_interpreters()
+
+
+def _install_project(session: nox.Session, django: str, *groups: str) -> None:
+    dependencies = [
+        requirement
+        for group in groups
+        for requirement in nox.project.dependency_groups(PYPROJECT, group)
+    ]
+    session.install("-e", ".[postgresql,mysql]", f"django~={django}.0", *dependencies)
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "django"),
+    MATRIX,
+    ids=[f"django{django}" for _, django in MATRIX],
+)
+def tests(session: nox.Session, django: str) -> None:
+    """Run the suite on one Django, against SQLite, PostgreSQL and MariaDB."""
+    _install_project(session, django, "test")
+    session.run("coverage", "erase")
+    for backend in BACKENDS:
+        session.log(f"--- Django {django}, {backend} ---")
+        session.run(
+            "coverage",
+            "run",
+            "--parallel-mode",
+            "-m",
+            "pytest",
+            *session.posargs,
+            env={"DYNROUTE_TEST_DB": backend},
+        )
+    session.run("coverage", "combine", "--quiet")
+    session.run("coverage", "report")
+
+
+@nox.session(python=LATEST_PYTHON)
+def typing(session: nox.Session) -> None:
+    """Type-check src/ and tests/typing/ with mypy and pyright, both strict."""
+    _install_project(session, LATEST_DJANGO, "typing")
+    session.run("mypy")
+    session.run("pyright")
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint and check formatting with ruff."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
