@@ -1,0 +1,36 @@
+"""dynroute: route every Django ORM query in a block or a function to the database you name.
+
+::
+
+    from dynroute import in_database
+
+    with in_database("replica"):
+        report = build_report(Order.objects.filter(paid=True))
+
+Add ``"dynroute.DynamicDbRouter"`` to ``DATABASE_ROUTERS``. See the README for the
+routing rules, runtime configurations and the migration from
+django-dynamic-db-router.
+"""
+
+from __future__ import annotations
+
+from dynroute._block import InDatabase, Route, in_database
+from dynroute._policies import ReadOnly, ReadWrite, RoutingPolicy, WriteOnly
+from dynroute._router import DynamicDbRouter
+from dynroute._targets import DatabaseAlias, DatabaseConfiguration, DatabaseTarget
+from dynroute.exceptions import DynrouteError
+
+__all__ = [
+    "DatabaseAlias",
+    "DatabaseConfiguration",
+    "DatabaseTarget",
+    "DynamicDbRouter",
+    "DynrouteError",
+    "InDatabase",
+    "ReadOnly",
+    "ReadWrite",
+    "Route",
+    "RoutingPolicy",
+    "WriteOnly",
+    "in_database",
+]

@@ -1,0 +1,153 @@
+"""The route stack: which blocks are active in the current thread or task.
+
+The stack lives in a ContextVar, so each thread and each asyncio task has its own,
+and it follows the code into ``sync_to_async``, the async ORM and ``copy_context()``
+(DJANGO_NOTES §5). It is an immutable linked list: entering a block sets the variable
+to a new frame whose ``parent`` is the old top; leaving sets it back to the parent. A
+frame is never changed, so a child task that inherited the stack cannot see or undo
+what its parent does next.
+
+The router runs on every query, so each frame carries its answers precomputed: for
+the built-in strategies, the alias each direction resolves to, already falling back
+through the enclosing frames. Only a custom policy, whose answer depends on the model
+and hints, is asked per query (its frame holds :data:`ASK`).
+"""
+
+from __future__ import annotations
+
+import enum
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+from dynroute.exceptions import RouteStateError
+
+if TYPE_CHECKING:
+    from django.db.models import Model
+
+    from dynroute._policies import RoutingPolicy
+
+__all__ = ["ASK", "CURRENT", "Answer", "Frame", "decide_read", "decide_write", "pop", "push"]
+
+
+class _Ask(enum.Enum):
+    ASK = enum.auto()
+
+
+#: A frame's answer for a direction when its policy must be asked per query.
+ASK: Final = _Ask.ASK
+
+#: What a frame knows in advance about one direction: an alias, ``None`` (no opinion
+#: anywhere below), or :data:`ASK`.
+Answer: TypeAlias = "str | _Ask | None"
+
+
+class Frame:
+    """One active entry of a block, linked to the frame of the enclosing block."""
+
+    __slots__ = ("ask", "owner", "parent", "read", "write")
+
+    def __init__(
+        self,
+        owner: object,
+        read: Answer,
+        write: Answer,
+        ask: RoutingPolicy | None,
+        parent: Frame | None,
+    ) -> None:
+        """Build a frame; use :func:`push`."""
+        self.owner = owner
+        self.read = read
+        self.write = write
+        self.ask = ask
+        self.parent = parent
+
+
+CURRENT: ContextVar[Frame | None] = ContextVar("dynroute_route", default=None)
+
+
+def push(owner: object, read: Answer, write: Answer, ask: RoutingPolicy | None) -> None:
+    """Enter a block: make a frame for ``owner`` the top of the stack.
+
+    Args:
+        owner: The block being entered; :func:`pop` checks it.
+        read: The block's own answer for reads: an alias, ``None`` to defer to the
+            enclosing blocks, or :data:`ASK` to ask ``ask`` per query.
+        write: The same for writes.
+        ask: The policy to ask per query, for a custom policy; else ``None``.
+    """
+    parent = CURRENT.get()
+    if parent is not None:
+        # A direction this block leaves open resolves as the enclosing block's does;
+        # an ASK there stays an ASK here, resolved per query by walking the frames.
+        if read is None:
+            read = parent.read
+        if write is None:
+            write = parent.write
+    CURRENT.set(Frame(owner, read, write, ask, parent))
+
+
+def pop(owner: object) -> None:
+    """Leave a block: restore the stack to what it was before ``owner`` was entered.
+
+    The frame of ``owner`` is normally the top. If blocks entered after it were never
+    left (a generator suspended inside a block, then abandoned), they are dropped with
+    it, as ``ContextVar.reset`` would drop them.
+
+    Raises:
+        RouteStateError: ``owner`` has no frame in this context: it was entered in
+            another thread or task, or left twice.
+    """
+    top = CURRENT.get()
+    if top is not None and top.owner is owner:
+        CURRENT.set(top.parent)
+        return
+    frame = top
+    while frame is not None and frame.owner is not owner:
+        frame = frame.parent
+    if frame is None:
+        msg = (
+            f"{owner!r} was left without being active here: a block must be left in the "
+            "thread or task that entered it, once per entry."
+        )
+        raise RouteStateError(msg)
+    CURRENT.set(frame.parent)
+
+
+def decide_read(model: type[Model], hints: dict[str, Any]) -> str | None:
+    """Return where reads of ``model`` go, or ``None`` for no opinion."""
+    frame = CURRENT.get()
+    if frame is None:
+        return None
+    answer = frame.read
+    if answer is ASK:
+        return _walk(frame, model, hints, write=False)
+    return answer
+
+
+def decide_write(model: type[Model], hints: dict[str, Any]) -> str | None:
+    """Return where writes of ``model`` go, or ``None`` for no opinion."""
+    frame = CURRENT.get()
+    if frame is None:
+        return None
+    answer = frame.write
+    if answer is ASK:
+        return _walk(frame, model, hints, write=True)
+    return answer
+
+
+def _walk(
+    frame: Frame | None, model: type[Model], hints: dict[str, Any], *, write: bool
+) -> str | None:
+    """Resolve a direction through the frames, asking custom policies on the way."""
+    while frame is not None:
+        answer = frame.write if write else frame.read
+        if answer is not ASK:
+            return answer
+        if frame.ask is not None:
+            method = frame.ask.db_for_write if write else frame.ask.db_for_read
+            chosen = method(model, **hints)
+            # Django reads a falsy answer as "no opinion"; so does the block stack.
+            if chosen:
+                return chosen
+        frame = frame.parent
+    return None

@@ -1,0 +1,285 @@
+"""Database targets: where a block routes to.
+
+A target is one of two things, and nothing else:
+
+- :class:`DatabaseAlias`: a database configured in ``settings.DATABASES``;
+- :class:`DatabaseConfiguration`: a settings-style dict for a database that is not in
+  settings, registered under a runtime alias while a block on it is active.
+
+:func:`to_target` is the one place where loose input (``str``, a mapping, a target)
+becomes a :data:`DatabaseTarget`; everything past it sees only the two types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import secrets
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeAlias, cast, final
+
+from dynroute._settings import DatabaseSettings, normalize_settings
+from dynroute.exceptions import ConfigurationError, InvalidTargetError, UsageError
+
+__all__ = [
+    "DatabaseAlias",
+    "DatabaseConfiguration",
+    "DatabaseTarget",
+    "TargetLike",
+    "check_alias",
+    "to_target",
+]
+
+#: Prefix of the aliases dynroute gives to runtime configurations.
+AUTO_ALIAS_PREFIX = "dynroute_"
+
+
+def check_alias(alias: object, *, what: str = "alias") -> str:
+    """Return ``alias`` if it can name a database, else raise.
+
+    Args:
+        alias: The candidate name.
+        what: How the message refers to it.
+
+    Raises:
+        InvalidTargetError: Not a non-empty ``str``; starts with ``_`` (such names
+            resolve to attributes of Django's connection handler, DJANGO_NOTES §3); or
+            looks like a database URL (which the message does not repeat, since URLs
+            carry passwords).
+    """
+    if not isinstance(alias, str):
+        msg = f"A database {what} must be a str, got {type(alias).__name__}."
+        raise InvalidTargetError(msg)
+    if not alias:
+        msg = f"A database {what} must not be empty."
+        raise InvalidTargetError(msg)
+    if "://" in alias:
+        msg = (
+            f"The database {what} looks like a URL (not shown: it may hold a password). "
+            "in_database() takes an alias from settings.DATABASES or a settings dict; "
+            "turn a URL into a dict first, for example with dj_database_url.parse()."
+        )
+        raise InvalidTargetError(msg)
+    if alias.startswith("_"):
+        msg = (
+            f"The database {what} {alias!r} starts with '_': Django's connection handler "
+            "resolves such names to its own attributes. Choose a name without a "
+            "leading underscore."
+        )
+        raise InvalidTargetError(msg)
+    return alias
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class DatabaseAlias:
+    """A database configured in ``settings.DATABASES``, named by its alias.
+
+    Whether the alias exists is checked when a block on it is entered, not here, so a
+    target can be built at import time, before settings are loaded.
+
+    Args:
+        alias: The key in ``settings.DATABASES``.
+
+    Raises:
+        InvalidTargetError: ``alias`` cannot name a database (see :func:`check_alias`).
+    """
+
+    alias: str
+
+    def __post_init__(self) -> None:
+        """Check the alias."""
+        check_alias(self.alias)
+
+
+class _Names:
+    """Process-wide names of runtime configurations: one per configuration, forever.
+
+    A name is never given to a second configuration: a thread that still holds a
+    connection wrapper under that name would talk to the old database
+    (DJANGO_NOTES §3). Configurations are compared by a keyed hash of their complete
+    settings; the key is random per process, so the table holds no secret and no hash
+    an attacker could test passwords against.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key = secrets.token_bytes(32)
+        self._counter = itertools.count(1)
+        self._auto: dict[bytes, str] = {}
+        self._owner: dict[str, bytes] = {}
+
+    def fingerprint(self, settings: Mapping[str, Any]) -> bytes:
+        """Return the keyed hash that identifies a complete configuration."""
+        canonical = repr(_canonical(settings)).encode("utf-8", "backslashreplace")
+        return hashlib.blake2b(canonical, key=self._key, digest_size=16).digest()
+
+    def auto(self, fingerprint: bytes) -> str:
+        """Return the stable automatic name of a configuration."""
+        with self._lock:
+            name = self._auto.get(fingerprint)
+            if name is None:
+                name = f"{AUTO_ALIAS_PREFIX}{next(self._counter)}"
+                self._auto[fingerprint] = name
+                self._owner[name] = fingerprint
+            return name
+
+    def claim(self, name: str, fingerprint: bytes) -> None:
+        """Bind a user-chosen name to a configuration, or raise if it names another."""
+        with self._lock:
+            owner = self._owner.setdefault(name, fingerprint)
+        if owner != fingerprint:
+            msg = (
+                f"The alias {name!r} already names another database configuration in "
+                "this process. A name is never reused for a different configuration "
+                "(threads may still hold connections under it): choose a new alias, "
+                "for example with a version suffix, or leave alias= out."
+            )
+            raise ConfigurationError(msg)
+
+
+def _canonical(value: object) -> object:
+    """Return a hashable, order-independent form of a settings value."""
+    if isinstance(value, Mapping):
+        items = cast("Mapping[object, object]", value).items()
+        return tuple(sorted(((repr(key), _canonical(item)) for key, item in items), key=_first))
+    if isinstance(value, (list, tuple)):
+        return tuple(_canonical(item) for item in cast("list[object]", value))
+    if isinstance(value, os.PathLike):
+        return ("path", os.fspath(cast("os.PathLike[str]", value)))
+    return repr(value)
+
+
+def _first(pair: tuple[str, object]) -> str:
+    return pair[0]
+
+
+_NAMES = _Names()
+
+
+@final
+@dataclass(frozen=True, slots=True, init=False, eq=False, repr=False)
+class DatabaseConfiguration:
+    """A database that is not in settings, given as a settings-style mapping.
+
+    The configuration is checked and completed with Django's defaults here; it is
+    registered with Django only while a block on it is active. Its alias is stable:
+    the same settings always get the same alias in a process, and an alias is never
+    given to another configuration.
+
+    Args:
+        settings: One entry as it would appear in ``settings.DATABASES``; only
+            ``ENGINE`` is required. It is copied; later changes to it have no effect.
+        alias: The name to register it under. By default dynroute chooses one
+            (``dynroute_<n>``). It must not start with ``_``; it must not be in
+            ``settings.DATABASES`` (checked when a block is entered).
+
+    Raises:
+        InvalidTargetError: A key is unknown, ``ENGINE`` is missing, or a value has
+            the wrong type; or ``alias`` cannot name a database.
+        ConfigurationError: ``ATOMIC_REQUESTS=True``, a pool Django cannot provide,
+            or an ``alias`` already used for another configuration.
+    """
+
+    alias: str
+    settings: Mapping[str, Any] = field(repr=False)
+    fingerprint: bytes = field(repr=False)
+    chosen_alias: bool = field(repr=False)
+
+    def __init__(
+        self,
+        settings: DatabaseSettings | Mapping[str, Any],
+        /,
+        *,
+        alias: str | None = None,
+    ) -> None:
+        """Check and complete ``settings``, and name the configuration."""
+        complete = normalize_settings(settings)
+        fingerprint = _NAMES.fingerprint(complete)
+        if alias is None:
+            name = _NAMES.auto(fingerprint)
+        else:
+            name = check_alias(alias)
+            _NAMES.claim(name, fingerprint)
+        object.__setattr__(self, "alias", name)
+        object.__setattr__(self, "settings", MappingProxyType(complete))
+        object.__setattr__(self, "fingerprint", fingerprint)
+        object.__setattr__(self, "chosen_alias", alias is not None)
+
+    def __eq__(self, other: object) -> bool:
+        """Configurations are equal when they have the same alias and settings."""
+        if not isinstance(other, DatabaseConfiguration):
+            return NotImplemented
+        return (self.alias, self.fingerprint) == (other.alias, other.fingerprint)
+
+    def __hash__(self) -> int:
+        """Hash by alias and settings, consistently with ``__eq__``."""
+        return hash((self.alias, self.fingerprint))
+
+    def __repr__(self) -> str:
+        """Show what identifies the database, never ``PASSWORD`` or ``OPTIONS``."""
+        shown = ", ".join(
+            f"{key}={self.settings[key]!r}"
+            for key in ("ENGINE", "NAME", "HOST", "PORT")
+            if self.settings.get(key)
+        )
+        return f"DatabaseConfiguration(alias={self.alias!r}, {shown})"
+
+
+#: A database target: an alias from settings, or a runtime configuration.
+DatabaseTarget: TypeAlias = DatabaseAlias | DatabaseConfiguration
+
+#: Everything ``in_database`` accepts as a target, before normalisation.
+TargetLike: TypeAlias = str | DatabaseSettings | Mapping[str, Any] | DatabaseTarget
+
+
+def to_target(value: object, *, alias: str | None = None) -> DatabaseTarget:
+    """Turn what a user passed as a target into a :data:`DatabaseTarget`.
+
+    Args:
+        value: An alias, a settings-style mapping, or a target.
+        alias: A name for a runtime configuration; only with a mapping.
+
+    Returns:
+        ``value`` itself if it is already a target; otherwise a new one.
+
+    Raises:
+        InvalidTargetError: ``value`` is of none of the accepted kinds, or is a bad
+            alias or configuration.
+        UsageError: ``alias`` is given with something other than a mapping.
+    """
+    match value:
+        case DatabaseAlias() | DatabaseConfiguration():
+            target: DatabaseTarget = value
+        case str():
+            target = DatabaseAlias(value)
+        case Mapping():
+            return DatabaseConfiguration(value, alias=alias)  # pyright: ignore[reportUnknownArgumentType]
+        case _:
+            raise InvalidTargetError(_wrong_kind(value))
+    if alias is not None:
+        msg = (
+            f"alias={alias!r} names a runtime configuration; it can only be given with a "
+            f"settings dict, not with {target!r}."
+        )
+        raise UsageError(msg)
+    return target
+
+
+def _wrong_kind(value: object) -> str:
+    if callable(value):
+        hint = (
+            " It was given a callable: to decorate a function, name the database "
+            "first, as in @in_database('replica'), not @in_database."
+        )
+    else:
+        hint = ""
+    return (
+        "A database target must be an alias from settings.DATABASES (str), a "
+        "settings-style dict, or a DatabaseAlias/DatabaseConfiguration; got "
+        f"{type(value).__name__}.{hint}"
+    )

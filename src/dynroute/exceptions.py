@@ -1,0 +1,70 @@
+"""Exceptions raised by dynroute.
+
+Every exception the package raises derives from :class:`DynrouteError`. Where Django
+or Python already has a class users catch for the same failure, the dynroute class
+derives from it too, so existing ``except`` clauses keep working::
+
+    Exception
+    └── DynrouteError
+        ├── UsageError              (+ TypeError)      in_database() or a decorator misused
+        ├── InvalidTargetError      (+ ValueError)     a target of the wrong kind or shape
+        ├── UnknownDatabaseError    (+ ConnectionDoesNotExist)
+        │                                              an alias that is not configured
+        ├── ConfigurationError      (+ ImproperlyConfigured)
+        │                                              a runtime configuration refused
+        └── RouteStateError         (+ RuntimeError)   a block left out of order
+
+Messages name the value at fault (never a password) and say what to do instead.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.connection import ConnectionDoesNotExist
+
+__all__ = [
+    "ConfigurationError",
+    "DynrouteError",
+    "InvalidTargetError",
+    "RouteStateError",
+    "UnknownDatabaseError",
+    "UsageError",
+]
+
+
+class DynrouteError(Exception):
+    """Root of every exception raised by dynroute."""
+
+
+class UsageError(DynrouteError, TypeError):
+    """``in_database`` or its decorator was called in a way it does not support.
+
+    Examples: both a target and a policy (or neither), a ``policy`` without
+    ``db_for_read``/``db_for_write``, a flag that is not a ``bool``, decorating a
+    generator function.
+    """
+
+
+class InvalidTargetError(DynrouteError, ValueError):
+    """A database target is of the wrong kind or shape.
+
+    ``in_database`` accepts an alias (``str``), a settings-style mapping, or a
+    :data:`~dynroute.DatabaseTarget`; anything else raises this. It is a
+    ``ValueError``, as in django-dynamic-db-router.
+    """
+
+
+class UnknownDatabaseError(DynrouteError, ConnectionDoesNotExist):
+    """An alias is not in ``settings.DATABASES``; raised when a block is entered."""
+
+
+class ConfigurationError(DynrouteError, ImproperlyConfigured):
+    """A runtime database configuration cannot be set up as given."""
+
+
+class RouteStateError(DynrouteError, RuntimeError):
+    """A block was left in a different order or context than it was entered.
+
+    Blocks must nest: the innermost block is left first, in the same thread or task
+    that entered it.
+    """
