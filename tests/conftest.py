@@ -1,0 +1,58 @@
+"""Shared fixtures: the server check, the leak guard, and data helpers."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING
+
+import pytest
+from django.db import connections
+
+from dynroute._state import CURRENT
+from tests import settings as test_settings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def _server_problem() -> str | None:
+    """Say why the configured database server cannot be reached, or ``None``."""
+    if test_settings.BACKEND == "sqlite":
+        return None
+    config = test_settings.DATABASES["default"]
+    address = (config["HOST"], int(config["PORT"]))
+    try:
+        with socket.create_connection(address, timeout=2):
+            return None
+    except OSError as exc:
+        return f"{test_settings.BACKEND} server at {address[0]}:{address[1]} unreachable: {exc}"
+
+
+def pytest_report_header() -> str:
+    """Show which backend this run tests."""
+    return f"dynroute test databases: {test_settings.BACKEND}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip the suite, visibly, when its server is down; on CI, fail instead."""
+    problem = _server_problem()
+    if problem is None:
+        return
+    if ON_CI:
+        raise pytest.UsageError(f"CI=true and the test database is missing: {problem}")
+    marker = pytest.mark.skip(reason=f"{problem} (set CI=true to make this an error)")
+    for item in items:
+        item.add_marker(marker)
+
+
+@pytest.fixture(autouse=True)
+def _no_route_leaks() -> Iterator[None]:
+    """Prove that no test leaves a route active or an alias registered behind it."""
+    aliases = set(connections.settings)
+    assert CURRENT.get() is None, "a route was active before the test"
+    yield
+    assert CURRENT.get() is None, "the test left a route active"
+    assert set(connections.settings) == aliases, "the test left a database alias registered"

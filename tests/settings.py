@@ -1,0 +1,65 @@
+"""Django settings for dynroute's tests.
+
+``DYNROUTE_TEST_DB`` picks the backend of the two configured databases, ``default``
+and ``other``: ``sqlite`` (the default), ``postgresql`` or ``mariadb``. The servers are
+the local ones CI provides; ``DYNROUTE_PG_HOST`` etc. point elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+BACKEND = os.environ.get("DYNROUTE_TEST_DB", "sqlite")
+
+
+def _databases(backend: str) -> dict[str, dict[str, Any]]:
+    if backend == "sqlite":
+        # Test databases in files, not in memory: Django never closes in-memory SQLite
+        # connections, so threads would leave them open; files behave like servers.
+        folder = tempfile.gettempdir()
+        return {
+            alias: {
+                "ENGINE": "django.db.backends.sqlite3",
+                "NAME": f"dynroute_{alias}",
+                "TEST": {"NAME": os.path.join(folder, f"dynroute-{os.getpid()}-{alias}.sqlite3")},
+            }
+            for alias in ("default", "other")
+        }
+    if backend == "postgresql":
+        server: dict[str, Any] = {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ.get("DYNROUTE_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("DYNROUTE_PG_PORT", "5432"),
+            "USER": os.environ.get("DYNROUTE_PG_USER", "postgres"),
+            "PASSWORD": os.environ.get("DYNROUTE_PG_PASSWORD", ""),
+        }
+        return {
+            "default": {**server, "NAME": "dynroute_default"},
+            "other": {**server, "NAME": "dynroute_other"},
+        }
+    if backend == "mariadb":
+        server = {
+            "ENGINE": "django.db.backends.mysql",
+            "HOST": os.environ.get("DYNROUTE_MYSQL_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("DYNROUTE_MYSQL_PORT", "3306"),
+            "USER": os.environ.get("DYNROUTE_MYSQL_USER", "root"),
+            "PASSWORD": os.environ.get("DYNROUTE_MYSQL_PASSWORD", ""),
+            "OPTIONS": {"charset": "utf8mb4"},
+            "TEST": {"CHARSET": "utf8mb4"},
+        }
+        return {
+            "default": {**server, "NAME": "dynroute_default"},
+            "other": {**server, "NAME": "dynroute_other"},
+        }
+    msg = f"DYNROUTE_TEST_DB must be sqlite, postgresql or mariadb, not {backend!r}"
+    raise ValueError(msg)
+
+
+DATABASES = _databases(BACKEND)
+DATABASE_ROUTERS = ["dynroute.DynamicDbRouter"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "tests.testapp"]
+SECRET_KEY = "dynroute-tests"
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

@@ -1,0 +1,134 @@
+"""in_database as a decorator of sync and async functions."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.db import router
+
+from dynroute import in_database
+from dynroute._state import CURRENT
+from dynroute.exceptions import UsageError
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.django_db(databases=["default", "other"])
+
+
+@in_database("other", write=True)
+def create_and_count(name: str, *, times: int = 1) -> int:
+    """Create items and count them, wherever the decorator routes."""
+    for _ in range(times):
+        Item.objects.create(name=name)
+    return Item.objects.count()
+
+
+def test_a_decorated_function_is_routed_on_every_call():
+    """Each call is routed, the first and every later one."""
+    assert create_and_count("a") == 1
+    assert create_and_count("b", times=2) == 3
+    assert Item.objects.using("other").count() == 3
+    assert Item.objects.using("default").count() == 0
+    assert CURRENT.get() is None
+
+
+def test_the_decorator_keeps_name_docstring_and_signature():
+    """functools.wraps: introspection sees the original function."""
+    assert create_and_count.__name__ == "create_and_count"
+    assert create_and_count.__doc__ == "Create items and count them, wherever the decorator routes."
+    assert str(inspect.signature(create_and_count)) == "(name: 'str', *, times: 'int' = 1) -> 'int'"
+
+
+def test_the_decorator_matches_the_context_manager():
+    """The old package's decorator test: same count either way."""
+
+    @in_database("other")
+    def count() -> int:
+        return Item.objects.count()
+
+    with in_database("other", write=True):
+        Item.objects.create(name="Michael Bluth")
+        inside = Item.objects.count()
+    assert count() == inside == 1
+
+
+def test_an_exception_in_a_decorated_function_restores_the_route():
+    """The route ends with the call, also when the function raises."""
+
+    @in_database("other")
+    def fail() -> None:
+        raise KeyError
+
+    with pytest.raises(KeyError):
+        fail()
+    assert CURRENT.get() is None
+
+
+def test_recursion_nests_the_same_block():
+    """A decorated function calling itself nests its block, then unwinds it."""
+
+    @in_database("other", write=True)
+    def depth(n: int) -> int:
+        return 0 if n == 0 else 1 + depth(n - 1)
+
+    assert depth(20) == 20
+    assert CURRENT.get() is None
+
+
+def test_an_async_function_stays_a_coroutine_function_routed_while_it_runs():
+    """Decorating an async def gives an async def routed across its awaits."""
+
+    @in_database("other", write=True)
+    async def where() -> tuple[str, str]:
+        await asyncio.sleep(0)
+        return router.db_for_read(Item), router.db_for_write(Item)
+
+    assert inspect.iscoroutinefunction(where)
+    assert async_to_sync(where)() == ("other", "other")
+    assert router.db_for_read(Item) == "default"
+
+
+def test_an_async_function_is_not_routed_before_it_is_awaited():
+    """Creating the coroutine does not enter the block; awaiting it does."""
+    seen = []
+
+    @in_database("other")
+    async def note() -> None:
+        seen.append(router.db_for_read(Item))
+
+    async def main() -> None:
+        pending = note()
+        seen.append(router.db_for_read(Item))
+        await pending
+
+    asyncio.run(main())
+    assert seen == ["default", "other"]
+
+
+def test_generator_functions_are_refused_with_what_to_do():
+    """A generator would leak its route to the consumer: refused at decoration."""
+
+    def rows():
+        yield from Item.objects.all()
+
+    with pytest.raises(UsageError, match=r"generator function .*rows.*list"):
+        in_database("other")(rows)
+
+
+def test_async_generator_functions_are_refused():
+    """Async generators are refused for the same reason."""
+
+    async def rows():
+        yield 1
+
+    with pytest.raises(UsageError, match="generator"):
+        in_database("other")(rows)
+
+
+@pytest.mark.parametrize("thing", [3, Item])
+def test_only_functions_can_be_decorated(thing):
+    """Decorating a class or a non-callable is refused."""
+    with pytest.raises(UsageError, match="decorates functions"):
+        in_database("other")(thing)

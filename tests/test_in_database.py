@@ -1,0 +1,163 @@
+"""in_database as a context manager: where reads and writes go, nesting, reuse, errors."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import router
+from django.utils.connection import ConnectionDoesNotExist
+
+from dynroute import DynrouteError, Route, in_database
+from dynroute._state import CURRENT
+from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.django_db(databases=["default", "other"])
+
+
+def names(alias: str) -> list[str]:
+    """The names of the items stored in ``alias``, read without any routing."""
+    return sorted(Item.objects.using(alias).values_list("name", flat=True))
+
+
+def test_reads_go_to_the_target_and_writes_to_default_by_default():
+    """in_database(alias) routes reads only; a write inside goes to default."""
+    Item.objects.using("other").create(name="in other")
+    with in_database("other"):
+        assert [i.name for i in Item.objects.all()] == ["in other"]
+        Item.objects.create(name="written inside")
+    assert names("default") == ["written inside"]
+    assert names("other") == ["in other"]
+
+
+def test_write_true_sends_writes_to_the_target():
+    """in_database(alias, write=True) routes writes there too."""
+    with in_database("other", write=True):
+        Item.objects.create(name="a")
+        assert Item.objects.count() == 1
+    assert names("other") == ["a"]
+    assert names("default") == []
+
+
+def test_write_only_reads_from_default():
+    """read=False, write=True: writes go to the target, reads stay on default."""
+    Item.objects.create(name="in default")
+    with in_database("other", read=False, write=True):
+        Item.objects.create(name="in other")
+        assert [i.name for i in Item.objects.all()] == ["in default"]
+    assert names("other") == ["in other"]
+
+
+def test_routing_ends_with_the_block():
+    """After the block, queries go where they went before it."""
+    Item.objects.using("other").create(name="x")
+    with in_database("other"):
+        assert Item.objects.count() == 1
+    assert Item.objects.count() == 0
+    assert router.db_for_read(Item) == "default"
+    assert router.db_for_write(Item) == "default"
+
+
+def test_nested_blocks_restore_the_enclosing_route():
+    """An inner block overrides the outer one and gives it back on exit."""
+    with in_database("other", write=True):
+        assert router.db_for_write(Item) == "other"
+        with in_database("default", write=True):
+            assert router.db_for_read(Item) == "default"
+            assert router.db_for_write(Item) == "default"
+        assert router.db_for_read(Item) == "other"
+        assert router.db_for_write(Item) == "other"
+
+
+def test_a_disabled_direction_falls_back_to_the_enclosing_block():
+    """An inner read-only block leaves writes to the outer block's target."""
+    with in_database("other", write=True), in_database("default"):
+        assert router.db_for_read(Item) == "default"
+        assert router.db_for_write(Item) == "other"
+        Item.objects.create(name="falls back")
+    assert names("other") == ["falls back"]
+
+
+def test_the_route_is_restored_after_an_exception():
+    """An exception leaving the block restores the enclosing route."""
+
+    def fail_inside() -> None:
+        with in_database("other", write=True):
+            _ = 1 / 0
+
+    with in_database("default", write=True):
+        with pytest.raises(ZeroDivisionError):
+            fail_inside()
+        assert router.db_for_write(Item) == "default"
+    assert CURRENT.get() is None
+
+
+def test_as_gives_the_route():
+    """``with in_database(...) as route`` gives the alias and the policy."""
+    block = in_database("other", write=True)
+    with block as route:
+        assert isinstance(route, Route)
+        assert route.alias == "other"
+        assert route.policy.db_for_write(Item) == "other"
+        assert Item.objects.using(route.alias).count() == 0
+    assert block.route is route
+
+
+def test_one_block_object_can_be_reused_and_nested_in_itself():
+    """The same block can be entered again after exit, and inside itself."""
+    block = in_database("other", write=True)
+    for _ in range(3):
+        with block:
+            Item.objects.create(name="n")
+    with block, block:
+        assert router.db_for_write(Item) == "other"
+    assert CURRENT.get() is None
+    assert len(names("other")) == 3
+
+
+def test_an_unknown_alias_fails_at_entry_naming_it_and_the_configured_ones():
+    """A misspelt alias fails when the block is entered, before any query."""
+    block = in_database("othre")  # building the block does not check settings
+    with pytest.raises(UnknownDatabaseError) as caught, block:
+        pytest.fail("the body must not run")
+    message = str(caught.value)
+    assert "'othre'" in message
+    assert "'default'" in message
+    assert "'other'" in message
+    assert CURRENT.get() is None
+
+
+def test_unknown_alias_errors_are_also_djangos_connection_does_not_exist():
+    """Code catching Django's ConnectionDoesNotExist keeps working."""
+    with pytest.raises(ConnectionDoesNotExist), in_database("missing"):
+        pass
+
+
+def test_leaving_a_block_that_is_not_active_is_an_error():
+    """__exit__ without a matching __enter__ in this context raises RouteStateError."""
+    block = in_database("other")
+    with pytest.raises(RouteStateError, match="left without being active"):
+        block.__exit__(None, None, None)
+
+
+def test_leaving_an_outer_block_drops_inner_blocks_left_open():
+    """Leaving a block restores the state before it, even if inner ones were not left."""
+    outer = in_database("other")
+    inner = in_database("default", write=True)
+    outer.__enter__()
+    inner.__enter__()  # never left, as by a generator abandoned inside a block
+    outer.__exit__(None, None, None)
+    assert CURRENT.get() is None
+
+
+@pytest.mark.parametrize("flag", ["read", "write"])
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_flags_must_be_bool(flag, value):
+    """read= and write= refuse anything but True and False, naming the flag."""
+    with pytest.raises(UsageError, match=flag):
+        in_database("other", **{flag: value})
+
+
+def test_all_errors_share_one_root():
+    """Every error above is a DynrouteError."""
+    for error in (UsageError, UnknownDatabaseError, RouteStateError):
+        assert issubclass(error, DynrouteError)

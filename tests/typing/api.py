@@ -1,0 +1,104 @@
+"""What type checkers must accept and infer: checked by mypy and pyright, never run."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import Model
+from typing_extensions import assert_never, assert_type
+
+import dynamic_db_router
+from dynroute import (
+    DatabaseAlias,
+    DatabaseConfiguration,
+    DatabaseTarget,
+    DynamicDbRouter,
+    InDatabase,
+    ReadOnly,
+    ReadWrite,
+    Route,
+    RoutingPolicy,
+    WriteOnly,
+    in_database,
+)
+from dynroute.typing import DatabaseSettings
+
+if TYPE_CHECKING:
+    from django.conf.global_settings import Router
+
+
+class ByModel:
+    """A custom policy: no base class, just the two methods."""
+
+    def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:
+        return "replica" if model.__name__.startswith("Report") else None
+
+    def db_for_write(self, model: type[Model], /, **hints: object) -> str | None:
+        return None
+
+
+# Built-in strategies and plain classes satisfy the Protocol structurally.
+_read_only: RoutingPolicy = ReadOnly("replica")
+_read_write: RoutingPolicy = ReadWrite({"ENGINE": "django.db.backends.sqlite3", "NAME": "x"})
+_write_only: RoutingPolicy = WriteOnly(DatabaseAlias("primary"))
+_custom: RoutingPolicy = ByModel()
+
+# The router fits Django's DATABASE_ROUTERS as django-stubs types it.
+_routers: list[str | Router] = ["dynroute.DynamicDbRouter", DynamicDbRouter()]
+
+# Every accepted target kind.
+assert_type(in_database("replica"), InDatabase)
+assert_type(in_database("replica", read=False, write=True), InDatabase)
+assert_type(in_database(DatabaseAlias("replica")), InDatabase)
+assert_type(in_database(policy=ByModel()), InDatabase)
+settings: DatabaseSettings = {"ENGINE": "django.db.backends.postgresql", "NAME": "t", "PORT": 5432}
+assert_type(in_database(settings, write=True, alias="tenant_1"), InDatabase)
+loose = {"ENGINE": "django.db.backends.sqlite3", "NAME": "/tmp/x.db"}  # dict[str, str]
+assert_type(in_database(loose), InDatabase)
+assert_type(in_database(DatabaseConfiguration(loose, alias="x")), InDatabase)
+assert_type(dynamic_db_router.in_database("external", True, True), InDatabase)
+
+
+def sync_block() -> None:
+    with in_database("replica") as route:
+        assert_type(route, Route)
+        assert_type(route.alias, str | None)
+        assert_type(route.policy, RoutingPolicy)
+
+
+async def async_block() -> None:
+    async with in_database("replica") as route:
+        assert_type(route, Route)
+
+
+@in_database("replica")
+def count_rows(table: str, *, limit: int = 10) -> int:
+    return len(table) + limit
+
+
+@in_database("replica", write=True)
+async def fetch_name(pk: int) -> str:
+    return str(pk)
+
+
+def decorated_functions_keep_their_signatures() -> None:
+    assert_type(count_rows("t"), int)
+    assert_type(count_rows("t", limit=3), int)
+    pending = assert_type(fetch_name(1), Coroutine[Any, Any, str])
+    pending.close()
+
+
+async def decorated_coroutines_stay_awaitable() -> None:
+    assert_type(await fetch_name(1), str)
+
+
+def describe(target: DatabaseTarget) -> str:
+    """DatabaseTarget is a closed union: match is exhaustive with two cases."""
+    match target:
+        case DatabaseAlias(alias=alias):
+            return alias
+        case DatabaseConfiguration(alias=alias):
+            return alias
+        case _:
+            assert_never(target)

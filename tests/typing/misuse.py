@@ -1,0 +1,58 @@
+"""Misuse that type checkers must report; checked by mypy and pyright, never run.
+
+Each line below is an error. Its ``type: ignore`` comment is what keeps the check
+green, and both checkers fail on an ignore that suppresses nothing
+(``warn_unused_ignores``, ``reportUnnecessaryTypeIgnoreComment``): if a misuse stops
+being reported, the typing check fails.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import Model
+
+from dynroute import DatabaseAlias, ReadOnly, in_database
+
+
+class ReadsOnly:
+    """Not a policy: db_for_write is missing."""
+
+    def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:
+        return None
+
+
+@in_database("replica")
+def count_rows(table: str) -> int:
+    return len(table)
+
+
+# A target of the wrong type.
+in_database(2)  # type: ignore[call-overload]
+in_database(["replica"])  # type: ignore[call-overload]
+DatabaseAlias(3)  # type: ignore[arg-type]
+
+# Both a target and a policy, or neither.
+in_database("replica", policy=ReadOnly("replica"))  # type: ignore[call-overload]
+in_database()  # type: ignore[call-overload]
+
+# Something that is not a policy as policy=.
+in_database(policy=ReadsOnly())  # type: ignore[call-overload]
+in_database(policy="replica")  # type: ignore[call-overload]
+
+# A flag that is not a bool; flags are keyword-only.
+in_database("replica", read="yes")  # type: ignore[call-overload]
+in_database("replica", write=1)  # type: ignore[call-overload]
+in_database("replica", True)  # type: ignore[call-overload]
+
+# Flags with a policy.
+in_database(policy=ReadOnly("replica"), write=True)  # type: ignore[call-overload]
+
+# A decorated function keeps its signature, so wrong calls are still caught.
+count_rows(1)  # type: ignore[arg-type]
+_: str = count_rows("t")  # type: ignore[assignment]
+
+
+def route_alias_may_be_none() -> None:
+    with in_database("replica") as route:
+        len(route.alias)  # type: ignore[arg-type]
