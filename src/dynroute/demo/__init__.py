@@ -1,0 +1,1 @@
+"""A walk through dynroute on throwaway SQLite files: ``python -m dynroute.demo``."""
