@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 __all__ = ["DynamicDbRouter", "in_database"]
 
 
-def in_database(database: TargetLike, read: bool = True, write: bool = False) -> InDatabase:  # noqa: FBT001, FBT002 - the signature of django-dynamic-db-router
+def in_database(database: TargetLike, read: bool = True, write: bool = False) -> InDatabase[str]:  # noqa: FBT001, FBT002 - the signature of django-dynamic-db-router
     """Route a block's or a function's queries to ``database``.
 
     The signature of django-dynamic-db-router's ``in_database``: ``read`` and

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dynroute._block import InDatabase, Route, in_database
 from dynroute._policies import ReadOnly, ReadWrite, RoutingPolicy, WriteOnly
 from dynroute._router import DynamicDbRouter
+from dynroute._runtime import close_idle_connections
 from dynroute._targets import DatabaseAlias, DatabaseConfiguration, DatabaseTarget
 from dynroute.exceptions import DynrouteError
 
@@ -32,5 +33,6 @@ __all__ = [
     "Route",
     "RoutingPolicy",
     "WriteOnly",
+    "close_idle_connections",
     "in_database",
 ]

@@ -12,20 +12,43 @@ import functools
 import inspect
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, final, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    Generic,
+    NoReturn,
+    ParamSpec,
+    TypeVar,
+    cast,
+    final,
+    overload,
+)
 
 from django.db import connections
 
 from dynroute import _runtime
-from dynroute._policies import RoutingPolicy, fixed_answers, strategy_for
-from dynroute._state import ASK, Answer, pop, push
-from dynroute._targets import DatabaseAlias, DatabaseConfiguration, DatabaseTarget, to_target
-from dynroute.exceptions import UnknownDatabaseError, UsageError
+from dynroute._policies import (
+    ReadOnly,
+    ReadWrite,
+    RoutingPolicy,
+    WriteOnly,
+    fixed_answers,
+    strategy_for,
+)
+from dynroute._state import ASK, Answer, get_frame, pop, push, set_frame
+from dynroute._targets import DatabaseConfiguration, DatabaseTarget, to_target
+from dynroute.exceptions import DynrouteError, UnknownDatabaseError, UsageError
 
 if sys.version_info >= (3, 12):
     from inspect import iscoroutinefunction
 else:  # pragma: no cover - before 3.12, inspect misses markcoroutinefunction()
     from asgiref.sync import iscoroutinefunction
+
+if sys.version_info >= (3, 13):
+    from typing import TypeVar as DefaultTypeVar
+else:  # pragma: no cover - TypeVar defaults (PEP 696) are new in 3.13
+    from typing_extensions import TypeVar as DefaultTypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -38,6 +61,8 @@ __all__ = ["InDatabase", "Route", "in_database"]
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _T = TypeVar("_T")
+# What route.alias is: str for a block with a target, str | None for a custom policy.
+_AliasT_co = DefaultTypeVar("_AliasT_co", bound="str | None", default="str | None", covariant=True)
 
 
 class _Unset:
@@ -52,29 +77,31 @@ _UNSET: Final = _Unset()
 
 @final
 @dataclass(frozen=True, slots=True)
-class Route:
+class Route(Generic[_AliasT_co]):
     """What an ``in_database`` block routes to, as given by ``with ... as route``.
 
     Attributes:
         alias: The alias of the block's target, for ``.using(route.alias)``,
-            ``transaction.atomic(using=route.alias)`` and logs; for a runtime
-            configuration, the alias it is registered under. ``None`` for a custom
-            policy, which has no single target.
+            ``transaction.atomic(using=route.alias)``, ``connections[route.alias]``
+            and logs; for a runtime configuration, the alias it is registered under.
+            ``None`` for a custom policy, which has no single target (type checkers
+            see ``str`` for blocks with a target, ``str | None`` otherwise).
         policy: The policy that routes the block's queries.
     """
 
-    alias: str | None
+    alias: _AliasT_co
     policy: RoutingPolicy
 
 
 @final
-class InDatabase:
+class InDatabase(Generic[_AliasT_co]):
     """A block that routes queries by a policy; made by :func:`in_database`.
 
     Use it as ``with``, ``async with``, or a decorator of sync and async functions.
+    ``InDatabase[str]`` is a block with a target; bare ``InDatabase`` is any block.
     """
 
-    __slots__ = ("_read", "_route", "_target", "_write")
+    __slots__ = ("_ask", "_read", "_route", "_runtime", "_setup", "_write")
 
     def __init__(self, policy: RoutingPolicy) -> None:
         """Route by ``policy``. Use :func:`in_database`."""
@@ -86,13 +113,19 @@ class InDatabase:
             target, read, write = None, ASK, ASK
         else:
             target, read, write = fixed
-        self._target = target
+        # What entering must do before routing: check that a configured alias exists
+        # (once: Django does not support removing a database at run time), or set up
+        # a runtime configuration (every time), or nothing (a custom policy).
+        self._setup: DatabaseTarget | None = target
+        self._runtime = target if type(target) is DatabaseConfiguration else None
         self._read = read
         self._write = write
-        self._route = Route(target.alias if target is not None else None, policy)
+        self._ask = policy if fixed is None else None
+        alias = target.alias if target is not None else None
+        self._route = cast("Route[_AliasT_co]", Route(alias, policy))
 
     @property
-    def route(self) -> Route:
+    def route(self) -> Route[_AliasT_co]:
         """What this block routes to; the same object ``__enter__`` returns."""
         return self._route
 
@@ -100,18 +133,39 @@ class InDatabase:
         """Show the policy, which shows the target (never a password)."""
         return f"in_database(policy={self._route.policy!r})"
 
-    def __enter__(self) -> Route:
+    def __enter__(self) -> Route[_AliasT_co]:
         """Route the queries of the current thread or task until the block exits.
 
         Raises:
             UnknownDatabaseError: The target alias is not in ``settings.DATABASES``.
-            ConfigurationError: A runtime configuration cannot be set up.
+            ConfigurationError: A runtime configuration cannot be registered.
+            DatabaseConnectionError: A runtime configuration's database cannot be
+                reached; nothing is left registered.
         """
-        target = self._target
-        if target is not None:
-            _enter_target(target)
-        push(self, self._read, self._write, self._route.policy if self._read is ASK else None)
+        if self._setup is not None:
+            self._set_up()
+        # The body of _state.push, inlined: this runs on every entry.
+        read = self._read
+        write = self._write
+        parent = get_frame()
+        if parent is not None:
+            if read is None:
+                read = parent[1]
+            if write is None:
+                write = parent[2]
+        set_frame((self, read, write, self._ask, parent))
         return self._route
+
+    def _set_up(self) -> None:
+        """Check the alias (the first time) or register the runtime configuration."""
+        if self._runtime is not None:
+            _runtime.enter(self._runtime)
+            return
+        alias = self._route.alias
+        if alias is not None and alias not in connections.settings:
+            _unknown_alias(alias)
+        # Blocks are shared by threads: every thread that gets here writes the same.
+        self._setup = None
 
     def __exit__(
         self,
@@ -119,23 +173,37 @@ class InDatabase:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Restore the enclosing route; tear down a runtime configuration's part."""
+        """Restore the enclosing route; close what a runtime configuration opened."""
+        if self._runtime is None:
+            # The body of _state.pop's usual case, inlined.
+            top = get_frame()
+            if top is not None and top[0] is self:
+                set_frame(top[4])
+                return
+            pop(self)
+            return
         try:
             pop(self)
         finally:
-            if type(self._target) is DatabaseConfiguration:
-                _runtime.leave(self._target)
+            _runtime.leave(self._runtime)
 
-    async def __aenter__(self) -> Route:
-        """Route the queries of the current task, including the async ORM's."""
-        route = self.__enter__()
-        if type(self._target) is DatabaseConfiguration:
-            try:
-                await _runtime.aenter_orm_thread(self._target)
-            except BaseException:
-                self.__exit__(None, None, None)
-                raise
-        return route
+    async def __aenter__(self) -> Route[_AliasT_co]:
+        """Route the queries of the current task, including the async ORM's.
+
+        A runtime configuration connects in the thread the async ORM uses.
+
+        Raises:
+            UnknownDatabaseError: The target alias is not in ``settings.DATABASES``.
+            ConfigurationError: A runtime configuration cannot be registered.
+            DatabaseConnectionError: A runtime configuration's database cannot be
+                reached; nothing is left registered.
+        """
+        if self._runtime is not None:
+            await _runtime.aenter(self._runtime)
+        elif self._setup is not None:
+            self._set_up()
+        push(self, self._read, self._write, self._ask)
+        return self._route
 
     async def __aexit__(
         self,
@@ -144,11 +212,13 @@ class InDatabase:
         traceback: TracebackType | None,
     ) -> None:
         """Restore the enclosing route; close what the async ORM opened."""
+        if self._runtime is None:
+            pop(self)
+            return
         try:
             pop(self)
         finally:
-            if type(self._target) is DatabaseConfiguration:
-                await _runtime.aleave(self._target)
+            await _runtime.aleave(self._runtime)
 
     @overload
     def __call__(
@@ -200,32 +270,29 @@ class InDatabase:
         return routed
 
 
-def _enter_target(target: DatabaseTarget) -> None:
-    """Make ``target`` usable for the block being entered, or raise."""
-    if type(target) is DatabaseAlias:
-        if target.alias not in connections.settings:
-            raise UnknownDatabaseError(_unknown_alias(target.alias))
-    else:
-        _runtime.enter(target)
-
-
-def _unknown_alias(alias: str) -> str:
+def _unknown_alias(alias: str) -> NoReturn:
+    """Raise the error for an alias that is not in settings."""
     configured = ", ".join(repr(name) for name in connections.settings)
-    return (
+    msg = (
         f"The database alias {alias!r} is not in settings.DATABASES (configured: "
         f"{configured}). Add it to DATABASES, or pass in_database() a settings dict "
         "to use a database that is not configured."
     )
+    raise UnknownDatabaseError(msg)
 
 
 @overload
 def in_database(
     target: TargetLike, /, *, read: bool = True, write: bool = False, alias: str | None = None
-) -> InDatabase: ...
+) -> InDatabase[str]: ...
 
 
 @overload
-def in_database(*, policy: RoutingPolicy) -> InDatabase: ...
+def in_database(*, policy: ReadOnly | ReadWrite | WriteOnly) -> InDatabase[str]: ...
+
+
+@overload
+def in_database(*, policy: RoutingPolicy) -> InDatabase[str | None]: ...
 
 
 def in_database(
@@ -236,7 +303,7 @@ def in_database(
     write: bool | _Unset = _UNSET,
     alias: str | None = None,
     policy: RoutingPolicy | _Unset = _UNSET,
-) -> InDatabase:
+) -> InDatabase[Any]:
     """Route the queries of a block or of a function's calls to a database.
 
     Every query made while the block is active in the current thread or task goes
@@ -280,15 +347,31 @@ def in_database(
             django-dynamic-db-router).
         UnknownDatabaseError: On entry, the alias is not in ``settings.DATABASES``.
     """
+    if policy is _UNSET and alias is None and type(target) is str:
+        cached = _BLOCKS.get((target, read, write))
+        # Identity, not equality: read=1 must still be refused, though 1 == True.
+        if cached is not None and cached[1] is read and cached[2] is write:
+            return cached[0]
     if isinstance(policy, _Unset):
         if isinstance(target, _Unset):
             msg = "in_database() needs a target (an alias or a settings dict) or a policy=."
             raise UsageError(msg)
         routes_reads = _flag("read", read, default=True)
         routes_writes = _flag("write", write, default=False)
-        return InDatabase(
-            strategy_for(to_target(target, alias=alias), read=routes_reads, write=routes_writes)
+        try:
+            chosen = to_target(target, alias=alias)
+        except DynrouteError as error:
+            # A settings dict may hold a password, and tracebacks show frame locals
+            # (Django's technical 500 page): drop it, and the frames below, which
+            # hold it too. The message says what is wrong.
+            del target
+            raise error.with_traceback(None) from None
+        block: InDatabase[str] = InDatabase(
+            strategy_for(chosen, read=routes_reads, write=routes_writes)
         )
+        if type(target) is str and alias is None:
+            _remember(target, read, write, block)
+        return block
     if not isinstance(target, _Unset):
         msg = (
             "in_database() takes a target or a policy=, not both: a policy names its own "
@@ -303,6 +386,19 @@ def in_database(
         raise UsageError(msg)
     _check_policy(policy)
     return InDatabase(policy)
+
+
+#: Blocks for aliases, by the arguments that made them: a block holds no per-entry
+#: state, so ``with in_database("replica"):`` can reuse one instead of building and
+#: checking a new one on every entry. Bounded; emptied when full.
+_BLOCKS: dict[tuple[str, object, object], tuple[InDatabase[str], object, object]] = {}
+_BLOCKS_MAX = 256
+
+
+def _remember(alias: str, read: object, write: object, block: InDatabase[str]) -> None:
+    if len(_BLOCKS) >= _BLOCKS_MAX:
+        _BLOCKS.clear()
+    _BLOCKS[alias, read, write] = (block, read, write)
 
 
 def _flag(name: str, value: object, *, default: bool) -> bool:

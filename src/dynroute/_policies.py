@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, final
 
 from dynroute._targets import DatabaseTarget, TargetLike, to_target
+from dynroute.exceptions import DynrouteError
 
 if TYPE_CHECKING:
     from django.db.models import Model
@@ -59,7 +60,12 @@ class _TargetPolicy:
         Raises:
             InvalidTargetError: ``target`` is not one of these.
         """
-        object.__setattr__(self, "target", to_target(target))
+        try:
+            normalised = to_target(target)
+        except DynrouteError as error:
+            del target  # may hold a password: keep it out of traceback frame locals
+            raise error.with_traceback(None) from None
+        object.__setattr__(self, "target", normalised)
 
     def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ARG002, ANN401 - a policy's signature is fixed by the Protocol
         """Return the target's alias if this strategy routes reads, else ``None``."""

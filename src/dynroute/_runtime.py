@@ -1,31 +1,443 @@
-"""Runtime database configurations: registered on block entry, torn down on exit."""
+"""Runtime database configurations: registered on block entry, torn down on exit.
+
+A :class:`~dynroute.DatabaseConfiguration` becomes a Django alias only while blocks on
+it are active. The traps this module exists to avoid are in DJANGO_NOTES §1-4:
+
+- **Registration** publishes a new ``connections.settings`` dict (copy-on-write, under
+  a lock), so threads iterating the old one never see it change size, and
+  ``settings.DATABASES`` is never touched. The entry is already complete (Django's
+  defaults were filled when the configuration was built) and its ENGINE is loaded
+  before anything is registered.
+- **Sharing**: every block on one configuration, in any thread or task, shares one
+  alias, counted; the alias goes when the last block leaves.
+- **Connections are per thread**: each block connects on entry in the thread its
+  queries run in (the caller's, or for ``async with`` the async ORM's), and in
+  teardown mode closes and drops that thread's connection when the thread's last block
+  on it leaves. Connections that other threads opened without entering a block (work
+  started inside one) are closed when the alias goes. Pools are closed then too.
+- **Reuse** (``CONN_MAX_AGE`` other than 0, as Django's own persistent connections):
+  when the last block leaves, the alias stays registered and its connections stay open
+  for the next block, checked by Django's ``close_if_unusable_or_obsolete`` on entry;
+  at most ``DYNROUTE_MAX_IDLE_CONNECTIONS`` (default 16) such idle connections are
+  kept, least recently used first out. :func:`close_idle_connections` closes them all.
+
+Connection failures on entry raise :class:`~dynroute.exceptions.DatabaseConnectionError`
+naming the alias, with the password scrubbed from the driver's message, and leave
+nothing registered.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+import re
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+from django.db.utils import load_backend
+
+from dynroute._settings import copy_structure
+from dynroute._targets import DatabaseConfiguration
+from dynroute.exceptions import ConfigurationError, DatabaseConnectionError
 
 if TYPE_CHECKING:
-    from dynroute._targets import DatabaseConfiguration
+    from collections.abc import Awaitable, Callable
 
-__all__ = ["aenter_orm_thread", "aleave", "enter", "leave"]
+__all__ = [
+    "active_aliases",
+    "add_listener",
+    "aenter",
+    "aleave",
+    "close_idle_connections",
+    "enter",
+    "leave",
+    "remove_listener",
+]
+
+logger = logging.getLogger("dynroute")
+
+#: Default bound on connections kept open for runtime configurations no block uses.
+DEFAULT_MAX_IDLE_CONNECTIONS = 16
+
+# OPTIONS keys whose values are secrets, for scrubbing driver messages.
+_SECRET_OPTION = re.compile(r"pass|secret|token|key", re.IGNORECASE)
 
 
-def enter(target: DatabaseConfiguration) -> None:
-    """Register ``target`` for a block being entered."""
-    msg = f"Runtime configurations are not supported yet ({target!r})."
-    raise NotImplementedError(msg)
+@dataclass(eq=False, repr=False)
+class _Entry:
+    """The state of one registered runtime alias."""
+
+    config: DatabaseConfiguration
+    reuse: bool
+    active: int = 0
+    #: thread ident -> blocks whose queries run in that thread
+    users: dict[int, int] = field(default_factory=dict[int, int])
+    #: every wrapper that connected under this alias -> the thread it belongs to
+    opened: weakref.WeakKeyDictionary[BaseDatabaseWrapper, int] = field(
+        default_factory=weakref.WeakKeyDictionary[BaseDatabaseWrapper, int]
+    )
+    idle_since: float = 0.0
+
+    @property
+    def alias(self) -> str:
+        return self.config.alias
+
+    def open_connections(self) -> list[tuple[BaseDatabaseWrapper, int]]:
+        return [
+            (wrapper, thread)
+            for wrapper, thread in list(self.opened.items())
+            if wrapper.connection is not None
+        ]
 
 
-def leave(target: DatabaseConfiguration) -> None:
-    """Release ``target`` for a block being left."""
-    raise NotImplementedError(repr(target))
+_lock = threading.RLock()
+_entries: dict[str, _Entry] = {}
+_loaded_engines: set[str] = set()
+_listeners: list[Callable[[str, bool], None]] = []
+# The settings dict Django had before the first runtime alias; restored when the last
+# one goes, so connections.settings is settings.DATABASES again when nothing runs.
+_base_settings: dict[str, dict[str, Any]] | None = None
 
 
-async def aenter_orm_thread(target: DatabaseConfiguration) -> None:
-    """Note that the async ORM's thread uses ``target``."""
-    raise NotImplementedError(repr(target))
+def enter(config: DatabaseConfiguration) -> None:
+    """Register ``config`` if needed and connect to it in the calling thread.
+
+    The calling thread is the one the block's queries will run in.
+
+    Raises:
+        ConfigurationError: The alias is configured in settings, or ENGINE cannot be
+            loaded. Nothing is registered.
+        DatabaseConnectionError: The database cannot be reached or refuses the login.
+            Nothing stays registered.
+    """
+    _load_engine(config)
+    ident = threading.get_ident()
+    with _lock:
+        entry = _entries.get(config.alias)
+        if entry is None:
+            entry = _register(config)
+        entry.active += 1
+        entry.users[ident] = entry.users.get(ident, 0) + 1
+        activated = entry.active == 1
+    if activated:
+        _notify(config.alias, active=True)
+    try:
+        _connect_here(entry)
+    except BaseException:
+        _leave(config, failed=True)
+        raise
 
 
-async def aleave(target: DatabaseConfiguration) -> None:
-    """Release ``target`` for an async block being left."""
-    raise NotImplementedError(repr(target))
+def leave(config: DatabaseConfiguration) -> None:
+    """Undo one :func:`enter` made in the calling thread."""
+    _leave(config, failed=False)
+
+
+def _leave(config: DatabaseConfiguration, *, failed: bool) -> None:
+    """Undo one :func:`enter`; after a failed one, keep nothing for reuse."""
+    ident = threading.get_ident()
+    with _lock:
+        entry = _entries[config.alias]
+        # A block left in another thread than it entered (a misuse the route stack
+        # reports) has no count here; its connection is closed when the alias goes.
+        entered_here = ident in entry.users
+        remaining = entry.users.get(ident, 1) - 1
+        if remaining:
+            entry.users[ident] = remaining
+        elif entered_here:
+            del entry.users[ident]
+    keep = entry.reuse and not failed
+    if entered_here and not remaining and not keep:
+        _close_here(config.alias)
+    with _lock:
+        entry.active -= 1
+        deactivated = entry.active == 0
+        if deactivated:
+            if keep:
+                entry.idle_since = time.monotonic()
+                _enforce_idle_bound()
+            else:
+                _unregister(entry)
+    if deactivated:
+        _notify(config.alias, active=False)
+
+
+async def aenter(config: DatabaseConfiguration) -> None:
+    """:func:`enter`, in the thread the async ORM runs in for the calling task."""
+    await _in_orm_thread(enter, config, undo=leave)
+
+
+async def aleave(config: DatabaseConfiguration) -> None:
+    """:func:`leave`, in the thread the async ORM runs in for the calling task."""
+    await _in_orm_thread(leave, config)
+
+
+def close_idle_connections() -> int:
+    """Close every connection to a runtime configuration that no block is using.
+
+    Configurations in reuse mode (``CONN_MAX_AGE`` other than 0) keep their alias and
+    connections after their last block, for the next one. Call this when a worker
+    shuts down, at the end of a thread you started, or between tests: it closes those
+    connections, in every thread, and unregisters their aliases. Blocks that are
+    active are not touched.
+
+    Returns:
+        The number of connections closed.
+    """
+    with _lock:
+        idle = [entry for entry in _entries.values() if entry.active == 0]
+        return sum(_evict(entry) for entry in idle)
+
+
+def active_aliases() -> frozenset[str]:
+    """The runtime aliases registered now, active or idle."""
+    with _lock:
+        return frozenset(_entries)
+
+
+def add_listener(listener: Callable[[str, bool], None]) -> None:
+    """Call ``listener(alias, active)`` when an alias gets its first or loses its last block."""
+    with _lock:
+        _listeners.append(listener)
+
+
+def remove_listener(listener: Callable[[str, bool], None]) -> None:
+    """Stop calling ``listener``."""
+    with _lock:
+        _listeners.remove(listener)
+
+
+def _notify(alias: str, *, active: bool) -> None:
+    # Under the lock, so that listeners see activations in order, one at a time.
+    with _lock:
+        for listener in _listeners:
+            listener(alias, active)
+
+
+def _load_engine(config: DatabaseConfiguration) -> None:
+    """Import the backend now, so a bad ENGINE fails before anything is registered."""
+    engine = config.settings["ENGINE"]
+    if engine in _loaded_engines:
+        return
+    try:
+        load_backend(engine)
+    except ImproperlyConfigured as error:
+        msg = f"Cannot load ENGINE {engine!r} of runtime database {config.alias!r}: {error}"
+        raise ConfigurationError(msg) from error
+    _loaded_engines.add(engine)
+
+
+def _register(config: DatabaseConfiguration) -> _Entry:
+    """Publish ``config`` under its alias; the caller holds the lock."""
+    global _base_settings  # noqa: PLW0603 - module state guarded by _lock
+    alias = config.alias
+    current = connections.settings
+    if alias in current:
+        msg = (
+            f"The alias {alias!r} of a runtime database configuration is already in "
+            "settings.DATABASES. Choose another alias= for the configuration."
+        )
+        raise ConfigurationError(msg)
+    if not _entries:
+        _base_settings = current
+    published = dict(current)
+    # A fresh copy of the containers: Django stores and may change the entry it uses.
+    published[alias] = copy_structure(config.settings)
+    connections.settings = published
+    entry = _Entry(config, reuse=_reuses_connections(config))
+    _entries[alias] = entry
+    return entry
+
+
+def _reuses_connections(config: DatabaseConfiguration) -> bool:
+    """Reuse mode: Django's persistent connections, except through a pool."""
+    options = config.settings["OPTIONS"]
+    return config.settings["CONN_MAX_AGE"] != 0 and not options.get("pool")
+
+
+def _unregister(entry: _Entry) -> None:
+    """Close everything left under ``entry``'s alias and withdraw it; lock held."""
+    _close_everywhere(entry, stray=not entry.reuse)
+    _close_pool(entry)
+    alias = entry.alias
+    del _entries[alias]
+    published = {name: value for name, value in connections.settings.items() if name != alias}
+    if (
+        not _entries
+        and _base_settings is not None
+        and published.keys() == _base_settings.keys()
+        and all(published[name] is value for name, value in _base_settings.items())
+    ):
+        published = _base_settings
+    connections.settings = published
+
+
+def _evict(entry: _Entry) -> int:
+    """Close and unregister an idle entry; return how many connections it had."""
+    count = len(entry.open_connections())
+    _unregister(entry)
+    return count
+
+
+def _enforce_idle_bound() -> None:
+    """Evict least recently used idle entries beyond the bound; lock held."""
+    bound = getattr(django_settings, "DYNROUTE_MAX_IDLE_CONNECTIONS", DEFAULT_MAX_IDLE_CONNECTIONS)
+    idle = sorted(
+        (entry for entry in _entries.values() if entry.active == 0),
+        key=lambda entry: entry.idle_since,
+    )
+    open_idle = sum(len(entry.open_connections()) for entry in idle)
+    for entry in idle:
+        if open_idle <= bound:
+            break
+        open_idle -= _evict(entry)
+        logger.debug("closed idle runtime database %r (bound %d)", entry.alias, bound)
+
+
+def _connect_here(entry: _Entry) -> None:
+    """Connect (or check a kept connection) in the calling thread."""
+    wrapper = connections[entry.alias]
+    try:
+        if entry.reuse:
+            wrapper.close_if_unusable_or_obsolete()
+        wrapper.ensure_connection()
+    except DatabaseError as error:
+        message = _describe_failure(entry.config, error)
+    else:
+        return
+    raise DatabaseConnectionError(message) from None
+
+
+def _describe_failure(config: DatabaseConfiguration, error: DatabaseError) -> str:
+    """Say which database failed and why, with every secret scrubbed."""
+    settings = config.settings
+    where = ", ".join(
+        f"{key} {settings[key]!r}" for key in ("NAME", "HOST", "PORT") if settings.get(key)
+    )
+    reason = str(error)
+    for secret in _secrets(config):
+        reason = reason.replace(secret, "********")
+    return (
+        f"Could not connect to the runtime database {config.alias!r} ({where}): "
+        f"{type(error).__name__}: {reason.strip()}"
+    )
+
+
+def _secrets(config: DatabaseConfiguration) -> list[str]:
+    values = [config.settings["PASSWORD"]]
+    values.extend(
+        value
+        for key, value in config.settings["OPTIONS"].items()
+        if isinstance(value, str) and _SECRET_OPTION.search(str(key))
+    )
+    return [value for value in values if value]
+
+
+def _close_here(alias: str) -> None:
+    """Close and drop the calling thread's connection to ``alias``."""
+    wrapper = connections[alias]
+    try:
+        wrapper.close()
+    except DatabaseError as error:
+        # Closing an already broken connection fails; it is gone either way.
+        logger.warning("closing runtime database %r failed: %s", alias, type(error).__name__)
+    finally:
+        del connections[alias]
+
+
+def _close_everywhere(entry: _Entry, *, stray: bool) -> None:
+    """Close what is still open under ``entry``'s alias, in every thread; lock held.
+
+    The calling thread's connection is closed properly. Another thread's cannot be
+    (Django wrappers belong to their thread), so its DB-API connection is closed and
+    the wrapper reset to reconnect if that thread ever uses it again; no block is
+    using any of them at this point.
+    """
+    me = threading.get_ident()
+    for wrapper, owner in entry.open_connections():
+        if owner == me:
+            _close_here(entry.alias)
+            continue
+        if stray:
+            logger.warning(
+                "closing a connection to runtime database %r left open by another thread: "
+                "work started inside a block should finish inside it",
+                entry.alias,
+            )
+        raw, wrapper.connection = wrapper.connection, None
+        try:
+            raw.close()
+        except Exception as error:  # noqa: BLE001 - a dead connection may fail to close; it is gone
+            logger.warning(
+                "closing runtime database %r failed: %s", entry.alias, type(error).__name__
+            )
+
+
+def _close_pool(entry: _Entry) -> None:
+    """Close the connection pool of ``entry``'s alias, if it has one; lock held."""
+    if not entry.config.settings["OPTIONS"].get("pool"):
+        return
+    wrapper = connections[entry.alias]
+    close_pool: Callable[[], None] | None = getattr(wrapper, "close_pool", None)
+    try:
+        if close_pool is not None:
+            close_pool()
+    finally:
+        del connections[entry.alias]
+
+
+def _on_connection_created(
+    sender: object,  # noqa: ARG001 - Django's signal signature
+    connection: BaseDatabaseWrapper,
+    **kwargs: object,  # noqa: ARG001
+) -> None:
+    """Remember every wrapper that connects under a runtime alias, in any thread."""
+    with _lock:
+        entry = _entries.get(connection.alias)
+        if entry is not None:
+            entry.opened[connection] = threading.get_ident()
+
+
+connection_created.connect(_on_connection_created, dispatch_uid="dynroute-runtime-connections")
+
+
+async def _in_orm_thread(
+    function: Callable[[DatabaseConfiguration], None],
+    config: DatabaseConfiguration,
+    *,
+    undo: Callable[[DatabaseConfiguration], None] | None = None,
+) -> None:
+    """Run ``function(config)`` where the async ORM runs this task's queries.
+
+    The call runs to completion even if the task is cancelled meanwhile, so that the
+    bookkeeping is never left half done; then, if ``undo`` is given and the call
+    succeeded, ``undo`` runs the same way before the cancellation is re-raised.
+    """
+    call = asyncio.ensure_future(sync_to_async(function)(config))
+    cancelled = await _wait_through_cancellation(call)
+    if cancelled:
+        if undo is not None and call.exception() is None:
+            await _wait_through_cancellation(asyncio.ensure_future(sync_to_async(undo)(config)))
+        raise asyncio.CancelledError
+    call.result()
+
+
+async def _wait_through_cancellation(call: Awaitable[None]) -> bool:
+    """Wait for ``call`` to finish; return whether the waiting task was cancelled."""
+    future = asyncio.ensure_future(call)
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:  # noqa: PERF203 - each cancellation is recorded, the wait goes on
+            cancelled = True
+    return cancelled

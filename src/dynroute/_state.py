@@ -26,7 +26,18 @@ if TYPE_CHECKING:
 
     from dynroute._policies import RoutingPolicy
 
-__all__ = ["ASK", "CURRENT", "Answer", "Frame", "decide_read", "decide_write", "pop", "push"]
+__all__ = [
+    "ASK",
+    "CURRENT",
+    "Answer",
+    "Frame",
+    "decide_read",
+    "decide_write",
+    "get_frame",
+    "pop",
+    "push",
+    "set_frame",
+]
 
 
 class _Ask(enum.Enum):
@@ -41,28 +52,25 @@ ASK: Final = _Ask.ASK
 Answer: TypeAlias = "str | _Ask | None"
 
 
-class Frame:
-    """One active entry of a block, linked to the frame of the enclosing block."""
-
-    __slots__ = ("ask", "owner", "parent", "read", "write")
-
-    def __init__(
-        self,
-        owner: object,
-        read: Answer,
-        write: Answer,
-        ask: RoutingPolicy | None,
-        parent: Frame | None,
-    ) -> None:
-        """Build a frame; use :func:`push`."""
-        self.owner = owner
-        self.read = read
-        self.write = write
-        self.ask = ask
-        self.parent = parent
+#: One active entry of a block: ``(owner, read, write, ask, parent)``.
+#:
+#: - ``owner``: the block object that entered (checked when it is left);
+#: - ``read``/``write``: the answer for each direction, precomputed (see above);
+#: - ``ask``: the custom policy to ask per query, or ``None``;
+#: - ``parent``: the frame of the enclosing block, or ``None``.
+#:
+#: A plain tuple: entering a block is on the path of every request, and a tuple is
+#: the cheapest immutable record Python builds (a class or named tuple costs 20x).
+#: Leaving sets the parent back: keeping each entry's token for a ``reset`` costs
+#: about what the ``reset`` saves.
+Frame: TypeAlias = "tuple[object, Answer, Answer, RoutingPolicy | None, Frame | None]"
 
 
 CURRENT: ContextVar[Frame | None] = ContextVar("dynroute_route", default=None)
+# Bound once: the hot paths (here and in InDatabase.__enter__/__exit__) call them
+# without an attribute lookup.
+get_frame = CURRENT.get
+set_frame = CURRENT.set
 
 
 def push(owner: object, read: Answer, write: Answer, ask: RoutingPolicy | None) -> None:
@@ -75,15 +83,15 @@ def push(owner: object, read: Answer, write: Answer, ask: RoutingPolicy | None) 
         write: The same for writes.
         ask: The policy to ask per query, for a custom policy; else ``None``.
     """
-    parent = CURRENT.get()
+    parent = get_frame()
     if parent is not None:
         # A direction this block leaves open resolves as the enclosing block's does;
         # an ASK there stays an ASK here, resolved per query by walking the frames.
         if read is None:
-            read = parent.read
+            read = parent[1]
         if write is None:
-            write = parent.write
-    CURRENT.set(Frame(owner, read, write, ask, parent))
+            write = parent[2]
+    set_frame((owner, read, write, ask, parent))
 
 
 def pop(owner: object) -> None:
@@ -97,28 +105,28 @@ def pop(owner: object) -> None:
         RouteStateError: ``owner`` has no frame in this context: it was entered in
             another thread or task, or left twice.
     """
-    top = CURRENT.get()
-    if top is not None and top.owner is owner:
-        CURRENT.set(top.parent)
+    top = get_frame()
+    if top is not None and top[0] is owner:
+        set_frame(top[4])
         return
     frame = top
-    while frame is not None and frame.owner is not owner:
-        frame = frame.parent
+    while frame is not None and frame[0] is not owner:
+        frame = frame[4]
     if frame is None:
         msg = (
             f"{owner!r} was left without being active here: a block must be left in the "
             "thread or task that entered it, once per entry."
         )
         raise RouteStateError(msg)
-    CURRENT.set(frame.parent)
+    set_frame(frame[4])
 
 
 def decide_read(model: type[Model], hints: dict[str, Any]) -> str | None:
     """Return where reads of ``model`` go, or ``None`` for no opinion."""
-    frame = CURRENT.get()
+    frame = get_frame()
     if frame is None:
         return None
-    answer = frame.read
+    answer = frame[1]
     if answer is ASK:
         return _walk(frame, model, hints, write=False)
     return answer
@@ -126,10 +134,10 @@ def decide_read(model: type[Model], hints: dict[str, Any]) -> str | None:
 
 def decide_write(model: type[Model], hints: dict[str, Any]) -> str | None:
     """Return where writes of ``model`` go, or ``None`` for no opinion."""
-    frame = CURRENT.get()
+    frame = get_frame()
     if frame is None:
         return None
-    answer = frame.write
+    answer = frame[2]
     if answer is ASK:
         return _walk(frame, model, hints, write=True)
     return answer
@@ -140,14 +148,15 @@ def _walk(
 ) -> str | None:
     """Resolve a direction through the frames, asking custom policies on the way."""
     while frame is not None:
-        answer = frame.write if write else frame.read
+        _, read, written, policy, parent = frame
+        answer = written if write else read
         if answer is not ASK:
             return answer
-        if frame.ask is not None:
-            method = frame.ask.db_for_write if write else frame.ask.db_for_read
+        if policy is not None:
+            method = policy.db_for_write if write else policy.db_for_read
             chosen = method(model, **hints)
             # Django reads a falsy answer as "no opinion"; so does the block stack.
             if chosen:
                 return chosen
-        frame = frame.parent
+        frame = parent
     return None

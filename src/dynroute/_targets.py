@@ -23,7 +23,12 @@ from types import MappingProxyType
 from typing import Any, TypeAlias, cast, final
 
 from dynroute._settings import DatabaseSettings, normalize_settings
-from dynroute.exceptions import ConfigurationError, InvalidTargetError, UsageError
+from dynroute.exceptions import (
+    ConfigurationError,
+    DynrouteError,
+    InvalidTargetError,
+    UsageError,
+)
 
 __all__ = [
     "DatabaseAlias",
@@ -198,13 +203,20 @@ class DatabaseConfiguration:
         alias: str | None = None,
     ) -> None:
         """Check and complete ``settings``, and name the configuration."""
-        complete = normalize_settings(settings)
-        fingerprint = _NAMES.fingerprint(complete)
-        if alias is None:
-            name = _NAMES.auto(fingerprint)
-        else:
-            name = check_alias(alias)
-            _NAMES.claim(name, fingerprint)
+        try:
+            complete = normalize_settings(settings)
+            fingerprint = _NAMES.fingerprint(complete)
+            if alias is None:
+                name = _NAMES.auto(fingerprint)
+            else:
+                name = check_alias(alias)
+                _NAMES.claim(name, fingerprint)
+        except DynrouteError as error:
+            # Keep the settings, which may hold a password, out of the frame locals
+            # that tracebacks show: drop them and the frames below. The message
+            # names the problem.
+            del settings
+            raise error.with_traceback(None) from None
         object.__setattr__(self, "alias", name)
         object.__setattr__(self, "settings", MappingProxyType(complete))
         object.__setattr__(self, "fingerprint", fingerprint)

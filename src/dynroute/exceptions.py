@@ -12,6 +12,8 @@ derives from it too, so existing ``except`` clauses keep working::
         │                                              an alias that is not configured
         ├── ConfigurationError      (+ ImproperlyConfigured)
         │                                              a runtime configuration refused
+        ├── DatabaseConnectionError (+ django.db.OperationalError)
+        │                                              a runtime database unreachable
         └── RouteStateError         (+ RuntimeError)   a block left out of order
 
 Messages name the value at fault (never a password) and say what to do instead.
@@ -20,10 +22,12 @@ Messages name the value at fault (never a password) and say what to do instead.
 from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
+from django.db.utils import OperationalError
 from django.utils.connection import ConnectionDoesNotExist
 
 __all__ = [
     "ConfigurationError",
+    "DatabaseConnectionError",
     "DynrouteError",
     "InvalidTargetError",
     "RouteStateError",
@@ -60,6 +64,16 @@ class UnknownDatabaseError(DynrouteError, ConnectionDoesNotExist):
 
 class ConfigurationError(DynrouteError, ImproperlyConfigured):
     """A runtime database configuration cannot be set up as given."""
+
+
+class DatabaseConnectionError(DynrouteError, OperationalError):
+    """A block on a runtime configuration could not connect to its database.
+
+    Raised on entry, with nothing left registered, when the server is down or refuses
+    the login. The message names the alias and the server, never the password; the
+    driver's error is summarised in it rather than chained, because the driver's
+    frames hold the connection parameters.
+    """
 
 
 class RouteStateError(DynrouteError, RuntimeError):
