@@ -56,3 +56,24 @@ def _no_route_leaks() -> Iterator[None]:
     yield
     assert CURRENT.get() is None, "the test left a route active"
     assert set(connections.settings) == aliases, "the test left a database alias registered"
+
+
+@pytest.fixture(scope="session")
+def runtime_database(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Settings of a real database outside settings.DATABASES, with the test tables."""
+    from tests.runtime import created_database  # noqa: PLC0415 - needs Django set up
+
+    with (
+        django_db_blocker.unblock(),
+        created_database(tmp_path_factory.mktemp("runtime")) as settings,
+    ):
+        yield settings
+
+
+@pytest.fixture
+def runtime(runtime_database, dynroute_runtime_databases):
+    """The runtime database's settings, its tables emptied after the test."""
+    from tests.runtime import clear  # noqa: PLC0415
+
+    yield dict(runtime_database)
+    clear(runtime_database)

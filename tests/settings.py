@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 BACKEND = os.environ.get("DYNROUTE_TEST_DB", "sqlite")
+# Distinguishes the test databases of a Django test runner started from the suite.
+SUFFIX = os.environ.get("DYNROUTE_TEST_NAME_SUFFIX", "")
 
 
 def _databases(backend: str) -> dict[str, dict[str, Any]]:
     if backend == "sqlite":
         # Test databases in files, not in memory: Django never closes in-memory SQLite
         # connections, so threads would leave them open; files behave like servers.
-        folder = tempfile.gettempdir()
+        folder = Path(tempfile.gettempdir())
+        prefix = f"dynroute-{os.getpid()}"
         return {
             alias: {
                 "ENGINE": "django.db.backends.sqlite3",
                 "NAME": f"dynroute_{alias}",
-                "TEST": {"NAME": os.path.join(folder, f"dynroute-{os.getpid()}-{alias}.sqlite3")},
+                "TEST": {"NAME": str(folder / f"{prefix}-{alias}{SUFFIX}.sqlite3")},
             }
             for alias in ("default", "other")
         }
@@ -36,8 +40,12 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
             "PASSWORD": os.environ.get("DYNROUTE_PG_PASSWORD", ""),
         }
         return {
-            "default": {**server, "NAME": "dynroute_default"},
-            "other": {**server, "NAME": "dynroute_other"},
+            alias: {
+                **server,
+                "NAME": f"dynroute_{alias}",
+                "TEST": {"NAME": f"test_dynroute_{alias}{SUFFIX}"},
+            }
+            for alias in ("default", "other")
         }
     if backend == "mariadb":
         server = {
@@ -47,11 +55,14 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
             "USER": os.environ.get("DYNROUTE_MYSQL_USER", "root"),
             "PASSWORD": os.environ.get("DYNROUTE_MYSQL_PASSWORD", ""),
             "OPTIONS": {"charset": "utf8mb4"},
-            "TEST": {"CHARSET": "utf8mb4"},
         }
         return {
-            "default": {**server, "NAME": "dynroute_default"},
-            "other": {**server, "NAME": "dynroute_other"},
+            alias: {
+                **server,
+                "NAME": f"dynroute_{alias}",
+                "TEST": {"NAME": f"test_dynroute_{alias}{SUFFIX}", "CHARSET": "utf8mb4"},
+            }
+            for alias in ("default", "other")
         }
     msg = f"DYNROUTE_TEST_DB must be sqlite, postgresql or mariadb, not {backend!r}"
     raise ValueError(msg)

@@ -161,3 +161,28 @@ def test_all_errors_share_one_root():
     """Every error above is a DynrouteError."""
     for error in (UsageError, UnknownDatabaseError, RouteStateError):
         assert issubclass(error, DynrouteError)
+
+
+def test_blocks_for_the_same_alias_and_flags_are_shared():
+    """in_database('x') hands out one shared block per alias and flags."""
+    assert in_database("other") is in_database("other")
+    assert in_database("other", write=True) is in_database("other", write=True)
+    assert in_database("other") is not in_database("other", write=True)
+    assert in_database("other", read=True) is not in_database("other")  # spelt differently
+
+
+def test_a_shared_block_never_stands_in_for_invalid_flags():
+    """read=1 equals True, yet it is refused even after a read=True block was made."""
+    in_database("other", read=True)
+    with pytest.raises(UsageError, match="read"):
+        in_database("other", read=1)
+    with pytest.raises(UsageError, match="write"):
+        in_database("other", write=0.0)
+
+
+def test_an_unknown_alias_keeps_failing_on_every_entry():
+    """Only a found alias is remembered; a missing one fails at each entry."""
+    block = in_database("missing_alias")
+    for _ in range(2):
+        with pytest.raises(UnknownDatabaseError), block:
+            pass

@@ -47,29 +47,42 @@ _custom: RoutingPolicy = ByModel()
 # The router fits Django's DATABASE_ROUTERS as django-stubs types it.
 _routers: list[str | Router] = ["dynroute.DynamicDbRouter", DynamicDbRouter()]
 
-# Every accepted target kind.
-assert_type(in_database("replica"), InDatabase)
-assert_type(in_database("replica", read=False, write=True), InDatabase)
-assert_type(in_database(DatabaseAlias("replica")), InDatabase)
-assert_type(in_database(policy=ByModel()), InDatabase)
+# Every accepted target kind; a block with a target has a str alias.
+assert_type(in_database("replica"), InDatabase[str])
+assert_type(in_database("replica", read=False, write=True), InDatabase[str])
+assert_type(in_database(DatabaseAlias("replica")), InDatabase[str])
+assert_type(in_database(policy=WriteOnly("replica")), InDatabase[str])
+assert_type(in_database(policy=ByModel()), InDatabase[str | None])
 settings: DatabaseSettings = {"ENGINE": "django.db.backends.postgresql", "NAME": "t", "PORT": 5432}
-assert_type(in_database(settings, write=True, alias="tenant_1"), InDatabase)
+assert_type(in_database(settings, write=True, alias="tenant_1"), InDatabase[str])
 loose = {"ENGINE": "django.db.backends.sqlite3", "NAME": "/tmp/x.db"}  # dict[str, str]
-assert_type(in_database(loose), InDatabase)
-assert_type(in_database(DatabaseConfiguration(loose, alias="x")), InDatabase)
-assert_type(dynamic_db_router.in_database("external", True, True), InDatabase)
+assert_type(in_database(loose), InDatabase[str])
+assert_type(in_database(DatabaseConfiguration(loose, alias="x")), InDatabase[str])
+assert_type(dynamic_db_router.in_database("external", True, True), InDatabase[str])
 
 
 def sync_block() -> None:
     with in_database("replica") as route:
-        assert_type(route, Route)
-        assert_type(route.alias, str | None)
+        assert_type(route, Route[str])
+        assert_type(route.alias, str)
         assert_type(route.policy, RoutingPolicy)
+    with in_database(policy=ReadWrite("replica")) as route:
+        assert_type(route.alias, str)
+    with in_database(policy=ByModel()) as custom:
+        assert_type(custom.alias, str | None)
 
 
 async def async_block() -> None:
-    async with in_database("replica") as route:
-        assert_type(route, Route)
+    async with in_database({"ENGINE": "django.db.backends.sqlite3", "NAME": "x"}) as route:
+        assert_type(route, Route[str])
+
+
+def any_block(block: InDatabase) -> InDatabase[str | None]:
+    """A bare InDatabase annotation accepts every block."""
+    return block
+
+
+_any: InDatabase = in_database("replica")
 
 
 @in_database("replica")

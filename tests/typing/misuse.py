@@ -53,6 +53,16 @@ count_rows(1)  # type: ignore[arg-type]
 _: str = count_rows("t")  # type: ignore[assignment]
 
 
-def route_alias_may_be_none() -> None:
-    with in_database("replica") as route:
+class Custom:
+    """A custom policy: its blocks have no single alias."""
+
+    def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:
+        return None
+
+    def db_for_write(self, model: type[Model], /, **hints: Any) -> str | None:
+        return None
+
+
+def a_custom_policys_alias_may_be_none() -> None:
+    with in_database(policy=Custom()) as route:
         len(route.alias)  # type: ignore[arg-type]

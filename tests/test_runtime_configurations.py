@@ -1,0 +1,257 @@
+"""Runtime configurations: a settings dict set up on block entry and torn down on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.db import connections, router
+
+from dynroute import DatabaseConfiguration, in_database
+from dynroute._runtime import active_aliases
+from dynroute.exceptions import ConfigurationError, InvalidTargetError
+from tests.runtime import minimal_settings, names, sessions
+from tests.testapp.models import Item, MyModel
+
+pytestmark = pytest.mark.django_db(databases=["default", "other"])
+
+
+@pytest.fixture(params=["dynroute", "dynamic_db_router"])
+def module_in_database(request, settings):
+    """``in_database`` from each import, with that module's router installed."""
+    settings.DATABASE_ROUTERS = [f"{request.param}.DynamicDbRouter"]
+    return importlib.import_module(request.param).in_database
+
+
+def seed(runtime, *item_names):
+    """Put items in the runtime database through a block."""
+    with in_database(runtime, write=True):
+        for name in item_names:
+            Item.objects.create(name=name)
+
+
+def test_a_dict_with_only_engine_and_name_works(runtime, module_in_database):
+    """{'ENGINE', 'NAME'} is enough: Django's defaults are filled in (no KeyError)."""
+    seed(runtime, "a", "b")
+    with module_in_database(minimal_settings(runtime)):
+        assert sorted(Item.objects.values_list("name", flat=True)) == ["a", "b"]
+
+
+def test_write_true_writes_to_the_runtime_database(runtime, module_in_database):
+    """write=True sends writes there; nothing lands in default."""
+    with module_in_database(runtime, write=True):
+        MyModel.objects.create(field_a="runtime", field_b=1)
+        Item.objects.create(name="runtime")
+    assert names(runtime) == ["runtime"]
+    assert not Item.objects.using("default").exists()
+
+
+def test_write_false_writes_to_default(runtime, module_in_database):
+    """write=False: reads from the runtime database, writes to default."""
+    seed(runtime, "there")
+    with module_in_database(runtime):
+        assert Item.objects.count() == 1
+        Item.objects.create(name="here")
+    assert names(runtime) == ["there"]
+    assert list(Item.objects.using("default").values_list("name", flat=True)) == ["here"]
+
+
+def test_a_decorator_on_a_dict_works_on_every_call(runtime, module_in_database):
+    """The old package failed on the second call; every call works here."""
+
+    @module_in_database(runtime, write=True)
+    def add(name):
+        Item.objects.create(name=name)
+        return Item.objects.count()
+
+    assert [add("a"), add("b"), add("c")] == [1, 2, 3]
+    assert names(runtime) == ["a", "b", "c"]
+
+
+def test_databases_are_back_to_what_they_were_after_every_block(runtime, module_in_database):
+    """connections.databases returns to its state after each block, also one that raised."""
+    before = dict(connections.databases)
+    with module_in_database(runtime):
+        assert len(connections.databases) == len(before) + 1
+    assert connections.databases == before
+
+    @module_in_database(runtime, write=True)
+    def fail() -> None:
+        Item.objects.create(name="x")
+        raise LookupError
+
+    with pytest.raises(LookupError):
+        fail()
+    assert connections.databases == before
+    assert connections.databases is settings.DATABASES
+
+
+def test_settings_databases_is_never_mutated(runtime):
+    """The alias is published in a new dict; settings.DATABASES keeps its keys throughout."""
+    original = settings.DATABASES
+    keys = set(original)
+    with in_database(runtime) as route:
+        assert route.alias in connections.databases
+        assert route.alias not in settings.DATABASES
+        assert set(original) == keys
+    assert settings.DATABASES is original
+
+
+def test_registration_happens_on_entry_not_construction(runtime):
+    """Building a block registers nothing; entering does; leaving withdraws it."""
+    block = in_database(runtime)
+    alias = block.route.alias
+    assert alias not in connections.databases
+    with block:
+        assert alias in connections.databases
+        assert router.db_for_read(Item) == alias
+    assert alias not in connections.databases
+
+
+def test_route_alias_names_the_runtime_alias_for_using(runtime):
+    """route.alias is the registered name, usable with .using() inside the block."""
+    seed(runtime, "u")
+    with in_database(runtime, read=False) as route:
+        assert route.alias == DatabaseConfiguration(runtime).alias
+        assert Item.objects.using(route.alias).count() == 1
+        assert Item.objects.count() == 0
+
+
+def test_a_chosen_alias_is_used(runtime):
+    """alias='tenant_42' registers the configuration under that name."""
+    with in_database(runtime, alias="tenant_42") as route:
+        assert route.alias == "tenant_42"
+        assert "tenant_42" in connections.databases
+    assert "tenant_42" not in connections.databases
+
+
+def test_a_chosen_alias_that_is_configured_is_refused_at_entry(runtime):
+    """alias='other' collides with settings.DATABASES: refused, nothing registered."""
+    before = dict(connections.databases)
+    block = in_database(runtime, alias="other")
+    with pytest.raises(ConfigurationError, match="'other'"), block:
+        pytest.fail("the body must not run")
+    assert connections.databases == before
+
+
+def test_a_chosen_alias_starting_with_underscore_is_refused(runtime):
+    """Names starting with '_' are refused when the block is built."""
+    with pytest.raises(InvalidTargetError, match="'_storage'"):
+        in_database(runtime, alias="_storage")
+
+
+def test_a_bad_engine_fails_at_entry_leaving_nothing(runtime):
+    """An ENGINE that cannot be loaded fails on entry, naming it; nothing is registered."""
+    before = dict(connections.databases)
+    block = in_database({**runtime, "ENGINE": "django.db.backends.nosuchdb"})
+    with pytest.raises(ConfigurationError, match="nosuchdb"), block:
+        pytest.fail("the body must not run")
+    assert connections.databases == before
+
+
+def test_concurrent_blocks_on_one_configuration_share_one_alias(runtime):
+    """Nested and overlapping blocks share the alias; it goes with the last one."""
+    outer = in_database(runtime)
+    inner = in_database(dict(runtime), write=True)
+    assert outer.route.alias == inner.route.alias
+    with outer:
+        with inner:
+            assert active_aliases() == {outer.route.alias}
+        assert outer.route.alias in connections.databases
+    assert outer.route.alias not in connections.databases
+
+
+def test_the_connection_is_closed_at_exit_in_the_thread_that_opened_it(runtime):
+    """After the block, no session to the runtime database is left open."""
+    baseline = sessions(runtime)
+    with in_database(runtime) as route:
+        Item.objects.count()
+        assert sessions(runtime) == baseline + 1
+    assert sessions(runtime) == baseline
+    assert not hasattr(connections._connections, route.alias)
+
+
+def test_async_blocks_close_the_connection_the_async_orm_opened(runtime):
+    """Async blocks: the async ORM's connection is closed in its thread at exit."""
+    seed(runtime, "a")
+    baseline = sessions(runtime)
+
+    async def main() -> tuple[int, int]:
+        async with in_database(runtime):
+            count = await Item.objects.acount()
+            return count, sessions(runtime)
+
+    count, during = asyncio.run(main())
+    assert count == 1
+    assert during == baseline + 1
+    assert sessions(runtime) == baseline
+    assert not active_aliases()
+
+
+def test_async_blocks_inside_async_to_sync(runtime):
+    """Under async_to_sync the async ORM runs in the caller's thread; it is closed too."""
+    seed(runtime, "a", "b")
+    baseline = sessions(runtime)
+
+    async def main() -> int:
+        async with in_database(runtime):
+            return await Item.objects.acount()
+
+    assert async_to_sync(main)() == 2
+    assert sessions(runtime) == baseline
+
+
+def test_a_cancelled_async_block_leaves_nothing(runtime):
+    """Cancelling a task inside ``async with`` on a configuration cleans up fully."""
+    baseline = sessions(runtime)
+
+    async def victim(ready: asyncio.Event) -> None:
+        async with in_database(runtime):
+            await Item.objects.acount()
+            ready.set()
+            await asyncio.Event().wait()
+
+    async def main() -> None:
+        ready = asyncio.Event()
+        task = asyncio.create_task(victim(ready))
+        await ready.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert not active_aliases()
+    assert sessions(runtime) == baseline
+
+
+def test_work_started_inside_a_block_is_closed_when_the_alias_goes(runtime, caplog):
+    """A thread that inherited the route and connected is closed at the last exit."""
+    import contextvars  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    seed(runtime, "a")
+    baseline = sessions(runtime)
+    counted = []
+    with in_database(runtime):
+        context = contextvars.copy_context()
+        thread = threading.Thread(
+            target=context.run, args=(lambda: counted.append(Item.objects.count()),)
+        )
+        thread.start()
+        thread.join()
+        assert sessions(runtime) >= baseline + 1
+    assert counted == [1]
+    assert sessions(runtime) == baseline
+    assert "left open by another thread" in caplog.text
+
+
+def test_no_session_is_left_after_many_sequential_blocks(runtime):
+    """50 blocks in a row leave the server exactly as they found it."""
+    baseline = sessions(runtime)
+    for _ in range(50):
+        with in_database(runtime):
+            Item.objects.exists()
+    assert sessions(runtime) == baseline

@@ -1,0 +1,86 @@
+"""dynroute.testing: runtime configurations inside Django's and pytest-django's tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import django
+import pytest
+from django.test.testcases import DatabaseOperationForbidden
+
+from dynroute import in_database
+from dynroute._runtime import active_aliases
+from dynroute.testing import guarding_test_case
+from tests.testapp.models import Item
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.django_db
+def test_without_the_fixture_django_5_1_refuses_runtime_connections(runtime_database):
+    """The guard this module exists for: without it, Django 5.1+ refuses the alias."""
+    if django.VERSION >= (5, 1):
+        with pytest.raises(DatabaseOperationForbidden), in_database(runtime_database):
+            pytest.fail("the body must not run")
+    else:
+        with in_database(runtime_database):
+            assert Item.objects.count() == 0
+    assert not active_aliases()
+
+
+@pytest.mark.django_db
+def test_with_the_fixture_the_alias_is_allowed_while_a_block_is_active(
+    runtime_database, dynroute_runtime_databases
+):
+    """The fixture adds the alias to the running test case's databases, then removes it."""
+    with in_database(runtime_database) as route:
+        assert Item.objects.count() == 0
+        test_case = guarding_test_case()
+        if django.VERSION >= (5, 1):
+            assert test_case is not None
+            assert route.alias in test_case.databases
+    if test_case is not None:
+        assert route.alias not in test_case.databases
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_fixture_works_in_transactional_tests(runtime, dynroute_runtime_databases):
+    """transaction=True tests (TransactionTestCase underneath) work the same."""
+    with in_database(runtime, write=True):
+        Item.objects.create(name="t")
+        assert Item.objects.count() == 1
+
+
+def test_django_test_runner_with_the_mixin():
+    """``python -m django test`` runs TestCase/TransactionTestCase classes using the mixin."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DYNROUTE_TEST_NAME_SUFFIX": "_runner",
+        "PYTHONPATH": str(ROOT),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "django",
+            "test",
+            "tests.django_runner.tenants",
+            "-v",
+            "2",
+            "--noinput",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Ran 5 tests" in output
+    assert "OK" in output
