@@ -47,14 +47,24 @@ class Recorder:
 
 @contextmanager
 def recording() -> Generator[Recorder, None, None]:
-    """Record the statements run on every configured database in this thread."""
+    """Record the statements run in this thread, also on databases registered later."""
     from django.db import connections  # noqa: PLC0415 - Django is set up by main()
+    from django.db.backends.signals import connection_created  # noqa: PLC0415
 
     recorder = Recorder()
-    with ExitStack() as stack:
-        for alias in connections:
-            stack.enter_context(connections[alias].execute_wrapper(recorder))
-        yield recorder
+
+    def record_new(connection: Any, **kwargs: Any) -> None:  # noqa: ANN401, ARG001 - signal
+        if recorder not in connection.execute_wrappers:
+            connection.execute_wrappers.append(recorder)
+
+    connection_created.connect(record_new)
+    try:
+        with ExitStack() as stack:
+            for alias in connections:
+                stack.enter_context(connections[alias].execute_wrapper(recorder))
+            yield recorder
+    finally:
+        connection_created.disconnect(record_new)
 
 
 def where(aliases: list[str]) -> str:
@@ -193,6 +203,80 @@ def walk() -> None:
         seen,
         expect=("default, external", "external"),
     )
+    runtime_steps(folder=Path(settings.DATABASES["default"]["NAME"]).parent)
+
+
+def runtime_steps(folder: Path) -> None:
+    """Steps 7 and 8: databases that are not in settings."""
+    from django.db import connections  # noqa: PLC0415 - after setup()
+    from django.db.backends.signals import connection_created  # noqa: PLC0415
+
+    from dynroute import close_idle_connections, in_database  # noqa: PLC0415
+    from dynroute.demo.models import Note  # noqa: PLC0415
+
+    archive = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(folder / "archive.sqlite3")}
+    before = sorted(connections.databases)
+    with recording() as seen, in_database(archive, write=True) as route:
+        with connections[route.alias].schema_editor() as editor:
+            editor.create_model(Note)
+        Note.objects.create(text="archived")
+        Note.objects.count()
+        during = sorted(connections.databases)
+    step(
+        7,
+        f"A database not in settings: registered as {route.alias!r} for the block only",
+        "archive = {'ENGINE': 'django.db.backends.sqlite3', 'NAME': '.../archive.sqlite3'}\n"
+        "with in_database(archive, write=True) as route:\n"
+        "    Note.objects.create(...); Note.objects.count()",
+        seen,
+        expect=(route.alias, route.alias),
+    )
+    print(f"   aliases during the block: {during}; after it: {sorted(connections.databases)}")
+    if sorted(connections.databases) != before:
+        FAILURES.append("step 7: the runtime alias outlived its block")
+
+    tenants: dict[str, dict[str, Any]] = {}
+    for name in ("acme", "globex"):
+        tenant = {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(folder / f"tenant_{name}.sqlite3"),
+            "CONN_MAX_AGE": 60,  # keep the connection for the tenant's next request
+        }
+        with in_database(tenant, write=True, alias=f"tenant_{name}") as route:
+            with connections[route.alias].schema_editor() as editor:
+                editor.create_model(Note)
+            Note.objects.create(text=f"{name}'s note")
+        tenants[name] = tenant
+    close_idle_connections()
+
+    opened: list[str] = []
+
+    def count_connect(connection: Any, **kwargs: Any) -> None:  # noqa: ANN401, ARG001 - signal
+        opened.append(connection.alias)
+
+    connection_created.connect(count_connect)
+    try:
+        with recording() as seen:
+            for name in ("acme", "globex", "acme", "globex", "acme", "globex"):
+                with in_database(tenants[name], write=True, alias=f"tenant_{name}"):
+                    Note.objects.create(text="request")
+                    Note.objects.count()
+    finally:
+        connection_created.disconnect(count_connect)
+    closed = close_idle_connections()
+    step(
+        8,
+        f"A database per tenant, six requests: {len(opened)} connections opened, "
+        f"{closed} closed at shutdown",
+        "for request in requests:   # CONN_MAX_AGE=60: reuse each tenant's connection\n"
+        "    with in_database(tenant_settings(request), write=True, alias=...):\n"
+        "        ...\n"
+        "close_idle_connections()   # at worker shutdown",
+        seen,
+        expect=("tenant_acme, tenant_globex", "tenant_acme, tenant_globex"),
+    )
+    if (len(opened), closed) != (2, 2):
+        FAILURES.append(f"step 8: expected 2 connections opened and closed, got {opened}")
 
 
 def main() -> int:
