@@ -36,7 +36,7 @@ from dynroute._policies import (
     fixed_answers,
     strategy_for,
 )
-from dynroute._state import ASK, Answer, get_frame, pop, push, set_frame
+from dynroute._state import ASK, Answer, Frame, get_frame, pop, push, set_frame
 from dynroute._targets import DatabaseConfiguration, DatabaseTarget, to_target
 from dynroute.exceptions import DynrouteError, UnknownDatabaseError, UsageError
 
@@ -101,7 +101,7 @@ class InDatabase(Generic[_AliasT_co]):
     ``InDatabase[str]`` is a block with a target; bare ``InDatabase`` is any block.
     """
 
-    __slots__ = ("_ask", "_read", "_route", "_runtime", "_setup", "_write")
+    __slots__ = ("_ask", "_read", "_route", "_runtime", "_setup", "_top_frame", "_write")
 
     def __init__(self, policy: RoutingPolicy) -> None:
         """Route by ``policy``. Use :func:`in_database`."""
@@ -123,6 +123,9 @@ class InDatabase(Generic[_AliasT_co]):
         self._ask = policy if fixed is None else None
         alias = target.alias if target is not None else None
         self._route = cast("Route[_AliasT_co]", Route(alias, policy))
+        # The frame of an entry with no enclosing block is always the same: build it
+        # once (frames are immutable, so entries in any thread or task can share it).
+        self._top_frame: Frame = (self, read, write, self._ask, None)
 
     @property
     def route(self) -> Route[_AliasT_co]:
@@ -145,14 +148,16 @@ class InDatabase(Generic[_AliasT_co]):
         if self._setup is not None:
             self._set_up()
         # The body of _state.push, inlined: this runs on every entry.
+        parent = get_frame()
+        if parent is None:
+            set_frame(self._top_frame)
+            return self._route
         read = self._read
         write = self._write
-        parent = get_frame()
-        if parent is not None:
-            if read is None:
-                read = parent[1]
-            if write is None:
-                write = parent[2]
+        if read is None:
+            read = parent[1]
+        if write is None:
+            write = parent[2]
         set_frame((self, read, write, self._ask, parent))
         return self._route
 
