@@ -4,6 +4,7 @@
   MariaDB (server suites skip with a reason when no server answers, and fail on CI).
 - ``typing``: mypy and pyright, strict, on ``src/`` and ``tests/typing/``.
 - ``lint``: ruff.
+- ``bench``: the benchmark in quick mode, to keep it working (no figure is asserted).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "typing", "tests"]
+nox.options.sessions = ["lint", "typing", "tests", "bench"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
@@ -102,3 +103,9 @@ def lint(session: nox.Session) -> None:
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=LATEST_PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run the benchmark quickly: it must work; its figures are not checked here."""
+    session.run("python", "bench/run.py", "--quick")
