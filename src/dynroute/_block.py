@@ -179,18 +179,24 @@ class InDatabase(Generic[_AliasT_co]):
         traceback: TracebackType | None,
     ) -> None:
         """Restore the enclosing route; close what a runtime configuration opened."""
-        if self._runtime is None:
-            # The body of _state.pop's usual case, inlined.
-            top = get_frame()
-            if top is not None and top[0] is self:
-                set_frame(top[4])
-                return
-            pop(self)
+        # The usual case of _state.pop, inlined: this runs on every exit.
+        top = get_frame()
+        if top is not None and top[0] is self:
+            set_frame(top[4])
+            if self._runtime is not None:
+                _runtime.leave(self._runtime)
             return
-        try:
-            pop(self)
-        finally:
+        self._release(pop(self))
+        if self._runtime is not None:
             _runtime.leave(self._runtime)
+
+    @staticmethod
+    def _release(dropped: list[object]) -> None:
+        """Release the runtime configurations of blocks dropped without being left."""
+        for owner in dropped:
+            runtime = owner._runtime if isinstance(owner, InDatabase) else None  # noqa: SLF001 - a block of this class
+            if runtime is not None:
+                _runtime.leave(runtime)
 
     async def __aenter__(self) -> Route[_AliasT_co]:
         """Route the queries of the current task, including the async ORM's.
@@ -217,12 +223,8 @@ class InDatabase(Generic[_AliasT_co]):
         traceback: TracebackType | None,
     ) -> None:
         """Restore the enclosing route; close what the async ORM opened."""
-        if self._runtime is None:
-            pop(self)
-            return
-        try:
-            pop(self)
-        finally:
+        self._release(pop(self))
+        if self._runtime is not None:
             await _runtime.aleave(self._runtime)
 
     @overload

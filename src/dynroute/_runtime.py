@@ -29,6 +29,7 @@ nothing registered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
@@ -39,7 +40,6 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
@@ -47,7 +47,7 @@ from django.db.utils import load_backend
 
 from dynroute._settings import copy_structure
 from dynroute._targets import DatabaseConfiguration
-from dynroute.exceptions import ConfigurationError, DatabaseConnectionError
+from dynroute.exceptions import ConfigurationError, DatabaseConnectionError, DynrouteError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -230,8 +230,12 @@ def _load_engine(config: DatabaseConfiguration) -> None:
         return
     try:
         load_backend(engine)
-    except ImproperlyConfigured as error:
-        msg = f"Cannot load ENGINE {engine!r} of runtime database {config.alias!r}: {error}"
+    except Exception as error:  # any import failure: ImproperlyConfigured, TypeError...
+        shown = engine if len(engine) <= 80 else engine[:77] + "..."
+        msg = (
+            f"Cannot load ENGINE {shown!r} of runtime database {config.alias!r}: "
+            f"{type(error).__name__}: {str(error)[:500]}"
+        )
         raise ConfigurationError(msg) from error
     _loaded_engines.add(engine)
 
@@ -304,31 +308,49 @@ def _enforce_idle_bound() -> None:
 
 
 def _connect_here(entry: _Entry) -> None:
-    """Connect (or check a kept connection) in the calling thread."""
+    """Connect (or check a kept connection) in the calling thread.
+
+    Whatever the driver raises becomes a documented error, raised without the
+    driver's frames (they hold the connection parameters): a database error or an
+    OS error is a :class:`DatabaseConnectionError`; anything else (a driver refusing
+    a setting: ``TypeError``, ``ValueError``, ``ImproperlyConfigured``...) is a
+    :class:`ConfigurationError`. ``AssertionError`` passes through: it is how Django's
+    test cases refuse connections (see :mod:`dynroute.testing`).
+    """
     wrapper = connections[entry.alias]
     try:
         if entry.reuse:
             wrapper.close_if_unusable_or_obsolete()
         wrapper.ensure_connection()
-    except DatabaseError as error:
-        message = _describe_failure(entry.config, error)
+    except (DatabaseError, OSError) as error:
+        failure: DynrouteError = DatabaseConnectionError(
+            _describe_failure(entry.config, error, "Could not connect to")
+        )
+    except AssertionError:
+        raise
+    except Exception as error:  # noqa: BLE001 - drivers raise anything for bad settings
+        failure = ConfigurationError(
+            _describe_failure(entry.config, error, "The driver refused the settings of")
+        )
     else:
         return
-    raise DatabaseConnectionError(message) from None
+    raise failure from None
 
 
-def _describe_failure(config: DatabaseConfiguration, error: DatabaseError) -> str:
+def _describe_failure(config: DatabaseConfiguration, error: Exception, what: str) -> str:
     """Say which database failed and why, with every secret scrubbed."""
     settings = config.settings
     where = ", ".join(
-        f"{key} {settings[key]!r}" for key in ("NAME", "HOST", "PORT") if settings.get(key)
+        f"{key} {str(settings[key])[:80]!r}"
+        for key in ("NAME", "HOST", "PORT")
+        if settings.get(key)
     )
     reason = str(error)
     for secret in _secrets(config):
         reason = reason.replace(secret, "********")
+    reason = reason.strip()[:500]
     return (
-        f"Could not connect to the runtime database {config.alias!r} ({where}): "
-        f"{type(error).__name__}: {reason.strip()}"
+        f"{what} the runtime database {config.alias!r} ({where}): {type(error).__name__}: {reason}"
     )
 
 
@@ -345,11 +367,16 @@ def _secrets(config: DatabaseConfiguration) -> list[str]:
 def _close_here(alias: str) -> None:
     """Close and drop the calling thread's connection to ``alias``."""
     wrapper = connections[alias]
+    raw = wrapper.connection
     try:
         wrapper.close()
     except DatabaseError as error:
-        # Closing an already broken connection fails; it is gone either way.
+        # Closing a broken connection can fail; Django then forgets the driver's
+        # connection without closing it, so close that directly.
         logger.warning("closing runtime database %r failed: %s", alias, type(error).__name__)
+        if raw is not None:
+            with contextlib.suppress(Exception):
+                raw.close()
     finally:
         del connections[alias]
 

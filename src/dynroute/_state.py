@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import enum
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
 
-from dynroute.exceptions import RouteStateError
+from dynroute.exceptions import RouteStateError, UsageError
 
 if TYPE_CHECKING:
     from django.db.models import Model
@@ -94,31 +94,36 @@ def push(owner: object, read: Answer, write: Answer, ask: RoutingPolicy | None) 
     set_frame((owner, read, write, ask, parent))
 
 
-def pop(owner: object) -> None:
+def pop(owner: object) -> list[object]:
     """Leave a block: restore the stack to what it was before ``owner`` was entered.
 
     The frame of ``owner`` is normally the top. If blocks entered after it were never
     left (a generator suspended inside a block, then abandoned), they are dropped with
-    it, as ``ContextVar.reset`` would drop them.
+    it, as ``ContextVar.reset`` would drop them, and their owners are returned so that
+    what they set up can be released.
+
+    Returns:
+        The owners of the frames dropped above ``owner``'s, innermost first; usually
+        none.
 
     Raises:
         RouteStateError: ``owner`` has no frame in this context: it was entered in
-            another thread or task, or left twice.
+            another thread or task, or left twice, or dropped when an enclosing block
+            was left first.
     """
-    top = get_frame()
-    if top is not None and top[0] is owner:
-        set_frame(top[4])
-        return
-    frame = top
+    dropped: list[object] = []
+    frame = get_frame()
     while frame is not None and frame[0] is not owner:
+        dropped.append(frame[0])
         frame = frame[4]
     if frame is None:
         msg = (
             f"{owner!r} was left without being active here: a block must be left in the "
-            "thread or task that entered it, once per entry."
+            "thread or task that entered it, once per entry, innermost first."
         )
         raise RouteStateError(msg)
     set_frame(frame[4])
+    return dropped
 
 
 def decide_read(model: type[Model], hints: dict[str, Any]) -> str | None:
@@ -154,9 +159,19 @@ def _walk(
             return answer
         if policy is not None:
             method = policy.db_for_write if write else policy.db_for_read
-            chosen = method(model, **hints)
+            chosen: object = method(model, **hints)
             # Django reads a falsy answer as "no opinion"; so does the block stack.
             if chosen:
+                if type(chosen) is not str:
+                    _bad_answer(policy, method.__name__, chosen)
                 return chosen
         frame = parent
     return None
+
+
+def _bad_answer(policy: object, method: str, answer: object) -> NoReturn:
+    msg = (
+        f"{type(policy).__name__}.{method}() returned a {type(answer).__name__}; a routing "
+        "policy returns a database alias (str), or None for no opinion."
+    )
+    raise UsageError(msg)
