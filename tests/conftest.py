@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from typing import TYPE_CHECKING
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connections
 
 from dynroute._state import CURRENT
+from tests import figures
 from tests import settings as test_settings
 
 if TYPE_CHECKING:
@@ -36,6 +39,15 @@ def pytest_report_header() -> str:
     return f"dynroute test databases: {test_settings.BACKEND}"
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the reliability figures the suites collected, if any."""
+    lines = figures.report()
+    if lines:
+        terminalreporter.section(f"dynroute reliability figures ({test_settings.BACKEND})")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Skip the suite, visibly, when its server is down; on CI, fail instead."""
     problem = _server_problem()
@@ -56,6 +68,10 @@ def _no_route_leaks() -> Iterator[None]:
     yield
     assert CURRENT.get() is None, "the test left a route active"
     assert set(connections.settings) == aliases, "the test left a database alias registered"
+    # Tests that run the async ORM under asyncio.run leave connections open in
+    # asgiref's executor thread, which stops PostgreSQL from dropping the test
+    # databases at the end: close them there.
+    asyncio.run(sync_to_async(connections.close_all)())
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,234 @@
+"""Faults inside and around blocks, and what each must leave behind.
+
+Each ends with a clear error where one is due, the route restored, nothing
+registered, and the next block working (the ``survived`` fixture checks the last
+three after every test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from django.db import DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from dynroute import close_idle_connections, in_database
+from dynroute._runtime import active_aliases
+from dynroute._state import CURRENT
+from dynroute.exceptions import DatabaseConnectionError, UsageError
+from tests import figures
+from tests.runtime import BACKEND, query, sessions
+from tests.testapp.models import Item
+
+pytestmark = [
+    pytest.mark.django_db(databases=["default", "other"]),
+    pytest.mark.usefixtures("dynroute_runtime_databases"),
+]
+
+
+class DeliberatePolicyError(Exception):
+    """Raised by a policy on purpose."""
+
+
+class Raising:
+    """A policy whose decisions fail."""
+
+    def db_for_read(self, model, /, **hints):
+        raise DeliberatePolicyError
+
+    def db_for_write(self, model, /, **hints):
+        raise DeliberatePolicyError
+
+
+@pytest.fixture
+def survived(runtime):
+    """Check, after the fault, that everything is back and the next block works."""
+    before = set(connections.settings)
+    yield
+    assert CURRENT.get() is None
+    assert set(connections.settings) == before
+    assert not active_aliases()
+    with in_database(runtime, write=True):
+        Item.objects.create(name="next")
+        assert Item.objects.filter(name="next").exists()
+    with in_database("other"):
+        assert Item.objects.count() == Item.objects.using("other").count()
+    figures.record("faults_survived")
+
+
+@pytest.mark.parametrize("target", ["alias", "configuration"])
+def test_an_exception_in_the_body(runtime, survived, target):
+    """The exception propagates unchanged; the block is undone."""
+
+    @in_database(runtime if target == "configuration" else "other")
+    def body() -> None:
+        Item.objects.count()
+        _ = 1 / 0
+
+    with pytest.raises(ZeroDivisionError):
+        body()
+
+
+def test_a_policy_that_raises(survived):
+    """The policy's own exception reaches the query that asked it; the block is undone."""
+    with in_database(policy=Raising()):
+        with pytest.raises(DeliberatePolicyError):
+            Item.objects.count()
+        with pytest.raises(DeliberatePolicyError):
+            Item.objects.create(name="x")
+
+
+def test_a_policy_that_answers_nonsense(survived):
+    """A policy answering something other than an alias gets a UsageError naming it."""
+
+    class Nonsense:
+        def db_for_read(self, model, /, **hints):
+            return 42
+
+        def db_for_write(self, model, /, **hints):
+            return None
+
+    with in_database(policy=Nonsense()), pytest.raises(UsageError, match=r"Nonsense.db_for_read"):
+        Item.objects.count()
+
+
+@pytest.mark.parametrize("target", ["alias", "configuration"])
+def test_keyboard_interrupt_inside_a_block(runtime, survived, target):
+    """KeyboardInterrupt leaves the block like any exception."""
+
+    @in_database(runtime if target == "configuration" else "other")
+    def body() -> None:
+        Item.objects.count()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        body()
+
+
+@pytest.mark.parametrize("target", ["alias", "configuration"])
+def test_cancellation_inside_an_async_block(runtime, survived, target):
+    """CancelledError at an await inside ``async with`` undoes the block."""
+    block = in_database(runtime if target == "configuration" else "other", write=True)
+
+    async def victim(ready: asyncio.Event) -> None:
+        async with block:
+            await Item.objects.acount()
+            ready.set()
+            await asyncio.sleep(60)
+
+    async def main() -> None:
+        ready = asyncio.Event()
+        task = asyncio.create_task(victim(ready))
+        await ready.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+
+def test_cancellation_while_connecting(runtime, survived, monkeypatch):
+    """A task cancelled while its block connects: the connection is undone, then it stops."""
+    connecting, release = threading.Event(), threading.Event()
+    real = BaseDatabaseWrapper.ensure_connection
+
+    def slow_connect(self):
+        if self.alias.startswith("dynroute_"):
+            connecting.set()
+            release.wait(10)
+        return real(self)
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", slow_connect)
+
+    async def victim() -> None:
+        async with in_database(runtime):
+            pytest.fail("the body must not run")
+
+    async def main() -> None:
+        task = asyncio.create_task(victim())
+        await asyncio.to_thread(connecting.wait, 10)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    monkeypatch.undo()
+
+
+@pytest.mark.skipif(BACKEND == "sqlite", reason="SQLite has no server connection to kill")
+def test_the_server_connection_killed_mid_block(runtime, survived):
+    """The next query raises Django's error; leaving closes the dead connection."""
+    with pytest.raises(DatabaseError), in_database(runtime, write=True) as route:  # noqa: PT012 - the kill happens inside the block
+        Item.objects.create(name="before")
+        kill(connections[route.alias])
+        Item.objects.create(name="after the kill")
+    assert sessions(runtime) == 0
+
+
+@pytest.mark.skipif(BACKEND == "sqlite", reason="SQLite has no server connection to kill")
+def test_a_kept_connection_killed_while_idle_is_replaced_with_health_checks(runtime, survived):
+    """Reuse with CONN_HEALTH_CHECKS: the next block reconnects by itself."""
+    reusing = {**runtime, "CONN_MAX_AGE": 600, "CONN_HEALTH_CHECKS": True}
+    with in_database(reusing) as route:
+        Item.objects.count()
+        kill(connections[route.alias])
+    with in_database(reusing):
+        assert Item.objects.count() == 0
+    assert close_idle_connections() == 1
+
+
+@pytest.mark.skipif(BACKEND == "sqlite", reason="SQLite has no server connection to kill")
+def test_a_kept_connection_killed_while_idle_without_health_checks(runtime, survived):
+    """Without health checks the first query fails, as in Django; the next block works."""
+    reusing = {**runtime, "CONN_MAX_AGE": 600}
+    with in_database(reusing) as route:
+        Item.objects.count()
+        kill(connections[route.alias])
+    with pytest.raises(DatabaseError), in_database(reusing):
+        Item.objects.count()
+    with in_database(reusing):
+        assert Item.objects.count() == 0
+    close_idle_connections()
+
+
+def test_the_server_unreachable_at_entry(runtime, survived):
+    """DatabaseConnectionError on entry; nothing registered."""
+    if BACKEND == "sqlite":
+        unreachable = {**runtime, "NAME": "/nonexistent-dynroute/x.sqlite3"}
+    else:
+        unreachable = {**runtime, "HOST": "127.0.0.1", "PORT": "1"}
+    with pytest.raises(DatabaseConnectionError), in_database(unreachable):
+        pytest.fail("the body must not run")
+
+
+def test_teardown_on_a_broken_connection(runtime, survived, monkeypatch, caplog):
+    """Closing a connection that fails to close is logged; the block still ends cleanly."""
+    with in_database(runtime) as route:
+        Item.objects.count()
+        wrapper = connections[route.alias]
+
+        def broken_close():
+            msg = "server closed the connection unexpectedly"
+            raise DatabaseError(msg)
+
+        monkeypatch.setattr(wrapper, "_close", broken_close)
+    assert "closing runtime database" in caplog.text
+    monkeypatch.undo()
+
+
+def kill(wrapper: BaseDatabaseWrapper) -> None:
+    """End a Django connection's server session from another session."""
+    if BACKEND == "postgresql":
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            (pid,) = cursor.fetchone()
+        query(None, "SELECT pg_terminate_backend(%s)", [pid])
+    else:
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT CONNECTION_ID()")
+            (ident,) = cursor.fetchone()
+        query(None, f"KILL {int(ident)}")
