@@ -4,6 +4,8 @@
   MariaDB (server suites skip with a reason when no server answers, and fail on CI).
 - ``typing``: mypy and pyright, strict, on ``src/`` and ``tests/typing/``.
 - ``lint``: ruff.
+- ``reliability``: the state machine, stress, fault and hostile-input suites at full
+  size on PostgreSQL; prints the figures the README quotes.
 - ``bench``: the benchmark in quick mode, to keep it working (no figure is asserted).
 """
 
@@ -19,7 +21,7 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "typing", "tests", "bench"]
+nox.options.sessions = ["lint", "typing", "tests", "reliability", "bench"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
@@ -87,6 +89,26 @@ def tests(session: nox.Session, django: str) -> None:
         )
     session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report")
+
+
+RELIABILITY_SUITES = (
+    "tests/test_state_machine.py",
+    "tests/test_stress.py",
+    "tests/test_faults.py",
+    "tests/test_hostile_input.py",
+)
+
+
+@nox.session(python=LATEST_PYTHON)
+def reliability(session: nox.Session) -> None:
+    """Run the reliability suites at full size on PostgreSQL and print their figures."""
+    _install_project(session, LATEST_DJANGO, "test")
+    session.run(
+        "pytest",
+        *RELIABILITY_SUITES,
+        *session.posargs,
+        env={"DYNROUTE_TEST_DB": "postgresql", "DYNROUTE_RELIABILITY": "full"},
+    )
 
 
 @nox.session(python=LATEST_PYTHON)
