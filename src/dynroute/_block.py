@@ -1,9 +1,10 @@
 """``in_database``: a context manager, async context manager and decorator.
 
 One :class:`InDatabase` object can be entered many times, nested in itself, and
-shared by threads and tasks: it holds only its policy and target. What an entry
-changes lives in the route stack (:mod:`dynroute._state`), which is per thread and per
-task; nothing is stored on the object (DJANGO_NOTES §6).
+shared by threads and tasks: it holds its policy, its target and what can be computed
+from them once. What an entry changes lives in the route stack
+(:mod:`dynroute._state`), which is per thread and per task; the object itself only
+ever learns, once, that its alias exists in settings (DJANGO_NOTES §6).
 """
 
 from __future__ import annotations

@@ -21,9 +21,10 @@ it are active. The traps this module exists to avoid are in DJANGO_NOTES §1-4:
   at most ``DYNROUTE_MAX_IDLE_CONNECTIONS`` (default 16) such idle connections are
   kept, least recently used first out. :func:`close_idle_connections` closes them all.
 
-Connection failures on entry raise :class:`~dynroute.exceptions.DatabaseConnectionError`
-naming the alias, with the password scrubbed from the driver's message, and leave
-nothing registered.
+Failures on entry leave nothing registered and raise documented errors naming the
+alias, with secrets scrubbed from the driver's message: a database or OS error is a
+:class:`~dynroute.exceptions.DatabaseConnectionError`; settings the driver refuses, or
+an ENGINE that cannot be loaded, a :class:`~dynroute.exceptions.ConfigurationError`.
 """
 
 from __future__ import annotations
