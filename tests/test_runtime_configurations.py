@@ -12,7 +12,7 @@ from django.db import connections, router
 
 from dynroute import DatabaseConfiguration, in_database
 from dynroute._runtime import active_aliases
-from dynroute.exceptions import ConfigurationError, InvalidTargetError
+from dynroute.exceptions import ConfigurationError, DatabaseConnectionError, InvalidTargetError
 from tests.runtime import minimal_settings, names, sessions
 from tests.testapp.models import Item, MyModel
 
@@ -126,6 +126,34 @@ def test_a_chosen_alias_is_used(runtime):
         assert route.alias == "tenant_42"
         assert "tenant_42" in connections.databases
     assert "tenant_42" not in connections.databases
+
+
+def test_a_chosen_alias_never_names_other_settings_once_connected(runtime, tmp_path):
+    """Once a block connected under alias=, other settings are refused that name."""
+    with in_database(runtime, alias="tenant_used"):
+        Item.objects.count()
+    elsewhere = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "e.sqlite3")}
+    before = dict(connections.databases)
+    with pytest.raises(ConfigurationError, match="'tenant_used' already names another"):
+        enter(in_database(elsewhere, alias="tenant_used"))
+    assert connections.databases == before
+    with in_database(dict(runtime), alias="tenant_used"):  # the same settings: fine
+        Item.objects.count()
+
+
+def test_a_chosen_alias_that_never_connected_can_name_corrected_settings(runtime):
+    """A first attempt that failed to connect does not keep the name from the fix."""
+    wrong = {**runtime, "NAME": "/nonexistent-dynroute/x.sqlite3", "HOST": "127.0.0.1", "PORT": "1"}
+    with pytest.raises(DatabaseConnectionError):
+        enter(in_database(wrong, alias="tenant_fixed"))
+    with in_database(runtime, alias="tenant_fixed"):
+        assert Item.objects.count() == 0
+
+
+def enter(block) -> None:
+    """Enter and leave ``block``; its body must not run."""
+    with block:
+        pytest.fail("the body must not run")
 
 
 def test_a_chosen_alias_that_is_configured_is_refused_at_entry(runtime):

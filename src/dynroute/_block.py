@@ -180,14 +180,14 @@ class InDatabase(Generic[_AliasT_co]):
         traceback: TracebackType | None,
     ) -> None:
         """Restore the enclosing route; close what a runtime configuration opened."""
-        # The usual case of _state.pop, inlined: this runs on every exit.
+        # The usual cases of _state.pop, inlined: this runs on every exit.
         top = get_frame()
-        if top is not None and top[0] is self:
+        if top is self._top_frame:
+            set_frame(None)
+        elif top is not None and top[0] is self:
             set_frame(top[4])
-            if self._runtime is not None:
-                _runtime.leave(self._runtime)
-            return
-        self._release(pop(self))
+        else:
+            self._release(pop(self))
         if self._runtime is not None:
             _runtime.leave(self._runtime)
 

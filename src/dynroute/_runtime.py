@@ -47,7 +47,7 @@ from django.db.backends.signals import connection_created
 from django.db.utils import load_backend
 
 from dynroute._settings import copy_structure
-from dynroute._targets import DatabaseConfiguration
+from dynroute._targets import DatabaseConfiguration, claim_alias, release_alias
 from dynroute.exceptions import ConfigurationError, DatabaseConnectionError, DynrouteError
 
 if TYPE_CHECKING:
@@ -79,6 +79,8 @@ class _Entry:
 
     config: DatabaseConfiguration
     reuse: bool
+    #: whether registering bound a chosen alias to these settings (see claim_alias)
+    claimed: bool = False
     active: int = 0
     #: thread ident -> blocks whose queries run in that thread
     users: dict[int, int] = field(default_factory=dict[int, int])
@@ -252,13 +254,14 @@ def _register(config: DatabaseConfiguration) -> _Entry:
             "settings.DATABASES. Choose another alias= for the configuration."
         )
         raise ConfigurationError(msg)
+    claimed = claim_alias(config)
     if not _entries:
         _base_settings = current
     published = dict(current)
     # A fresh copy of the containers: Django stores and may change the entry it uses.
     published[alias] = copy_structure(config.settings)
     connections.settings = published
-    entry = _Entry(config, reuse=_reuses_connections(config))
+    entry = _Entry(config, reuse=_reuses_connections(config), claimed=claimed)
     _entries[alias] = entry
     return entry
 
@@ -271,6 +274,10 @@ def _reuses_connections(config: DatabaseConfiguration) -> bool:
 
 def _unregister(entry: _Entry) -> None:
     """Close everything left under ``entry``'s alias and withdraw it; lock held."""
+    if entry.claimed and not entry.opened:
+        # Nothing ever connected under the name: no thread can hold a wrapper for
+        # it, so other settings may use it (a corrected password, say).
+        release_alias(entry.config)
     _close_everywhere(entry, stray=not entry.reuse)
     _close_pool(entry)
     alias = entry.alias

@@ -105,11 +105,11 @@ class DatabaseAlias:
 class _Names:
     """Process-wide names of runtime configurations: one per configuration, forever.
 
-    A name is never given to a second configuration: a thread that still holds a
-    connection wrapper under that name would talk to the old database
-    (DJANGO_NOTES §3). Configurations are compared by a keyed hash of their complete
-    settings; the key is random per process, so the table holds no secret and no hash
-    an attacker could test passwords against.
+    A name is never given to a second configuration once a connection was made under
+    it: a thread that still holds a connection wrapper under that name would talk to
+    the old database (DJANGO_NOTES §3). Configurations are compared by a keyed hash of
+    their complete settings; the key is random per process, so the table holds no
+    secret and no hash an attacker could test passwords against.
     """
 
     def __init__(self) -> None:
@@ -140,10 +140,17 @@ class _Names:
                 self._owner[name] = fingerprint
             return name
 
-    def claim(self, name: str, fingerprint: bytes) -> None:
-        """Bind a user-chosen name to a configuration, or raise if it names another."""
+    def claim(self, name: str, fingerprint: bytes) -> bool:
+        """Bind a user-chosen name to a configuration, or raise if it names another.
+
+        Returns:
+            Whether this call bound it (``False`` if it already was).
+        """
         with self._lock:
-            owner = self._owner.setdefault(name, fingerprint)
+            owner = self._owner.get(name)
+            if owner is None:
+                self._owner[name] = fingerprint
+                return True
         if owner != fingerprint:
             msg = (
                 f"The alias {name!r} already names another database configuration in "
@@ -152,6 +159,13 @@ class _Names:
                 "for example with a version suffix, or leave alias= out."
             )
             raise ConfigurationError(msg)
+        return False
+
+    def release(self, name: str, fingerprint: bytes) -> None:
+        """Unbind a user-chosen name that no connection was ever made under."""
+        with self._lock:
+            if self._owner.get(name) == fingerprint:
+                del self._owner[name]
 
 
 def _canonical(value: object) -> object:
@@ -195,13 +209,14 @@ class DatabaseConfiguration:
             ``ENGINE`` is required. It is copied; later changes to it have no effect.
         alias: The name to register it under. By default dynroute chooses one
             (``dynroute_<n>``). It must not start with ``_``; it must not be in
-            ``settings.DATABASES`` (checked when a block is entered).
+            ``settings.DATABASES``, nor name other settings once a block on those
+            has connected (both checked when a block is entered).
 
     Raises:
         InvalidTargetError: A key is unknown, ``ENGINE`` is missing, or a value has
             the wrong type; or ``alias`` cannot name a database.
-        ConfigurationError: ``ATOMIC_REQUESTS=True``, a pool Django cannot provide,
-            or an ``alias`` already used for another configuration.
+        ConfigurationError: ``ATOMIC_REQUESTS=True``, or a pool Django cannot
+            provide.
     """
 
     alias: str
@@ -220,11 +235,9 @@ class DatabaseConfiguration:
         try:
             complete = normalize_settings(settings)
             fingerprint = _NAMES.fingerprint(complete)
-            if alias is None:
-                name = _NAMES.auto(fingerprint)
-            else:
-                name = check_alias(alias)
-                _NAMES.claim(name, fingerprint)
+            # A chosen name is bound to these settings when a block first registers
+            # it (see claim_alias), not here: building a configuration uses nothing.
+            name = _NAMES.auto(fingerprint) if alias is None else check_alias(alias)
         except DynrouteError as error:
             # Keep the settings, which may hold a password, out of the frame locals
             # that tracebacks show: drop them and the frames below. The message
@@ -309,3 +322,21 @@ def _wrong_kind(value: object) -> str:
         "settings-style dict, or a DatabaseAlias/DatabaseConfiguration; got "
         f"{type(value).__name__}.{hint}"
     )
+
+
+def claim_alias(config: DatabaseConfiguration) -> bool:
+    """Bind a configuration's chosen alias to its settings, on registration.
+
+    Returns:
+        Whether this call bound it: the caller may :func:`release_alias` it if the
+        registration ends without any connection made.
+
+    Raises:
+        ConfigurationError: The alias already names other settings in this process.
+    """
+    return config.chosen_alias and _NAMES.claim(config.alias, config.fingerprint)
+
+
+def release_alias(config: DatabaseConfiguration) -> None:
+    """Unbind a chosen alias under which no connection was ever made."""
+    _NAMES.release(config.alias, config.fingerprint)
