@@ -408,7 +408,7 @@ def main() -> int:
     if not arguments.quick:
         existing = arguments.output.read_text() if arguments.output.exists() else ""
         marker = "<!-- bench/run.py writes below this line -->"
-        intro = existing.split(marker)[0] if marker in existing else "# Benchmarks\n\n"
+        intro = existing.split(marker)[0] if marker in existing else existing or "# Benchmarks\n"
         arguments.output.write_text(f"{intro.rstrip()}\n\n{marker}\n\n{text}")
         print(f"written to {arguments.output}")
     return 0
