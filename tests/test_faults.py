@@ -19,6 +19,7 @@ from dynroute._runtime import active_aliases
 from dynroute._state import CURRENT
 from dynroute.exceptions import DatabaseConnectionError, UsageError
 from tests import figures
+from tests.helpers import cancel_once_ready
 from tests.runtime import BACKEND, query, sessions
 from tests.testapp.models import Item
 
@@ -118,15 +119,8 @@ def test_cancellation_inside_an_async_block(runtime, survived, target):
             ready.set()
             await asyncio.sleep(60)
 
-    async def main() -> None:
-        ready = asyncio.Event()
-        task = asyncio.create_task(victim(ready))
-        await ready.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
+    cancel_once_ready(victim)
+    assert sessions(runtime) == 0
 
 
 def test_cancellation_while_connecting(runtime, survived, monkeypatch):

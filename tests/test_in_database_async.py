@@ -12,6 +12,7 @@ from django.db import router
 
 from dynroute import in_database
 from dynroute._state import CURRENT
+from tests.helpers import cancel_once_ready
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
@@ -148,16 +149,8 @@ def test_a_cancelled_task_restores_the_enclosing_route():
                 seen.append(router.db_for_write(Item))
                 raise
 
-    async def main() -> None:
-        ready = asyncio.Event()
-        task = asyncio.create_task(victim(ready))
-        await ready.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        seen.append(router.db_for_write(Item))
-
-    asyncio.run(main())
+    cancel_once_ready(victim)
+    seen.append(router.db_for_write(Item))
     assert seen == ["other", "default"]
 
 

@@ -232,29 +232,6 @@ def test_async_blocks_inside_async_to_sync(runtime):
     assert sessions(runtime) == baseline
 
 
-def test_a_cancelled_async_block_leaves_nothing(runtime):
-    """Cancelling a task inside ``async with`` on a configuration cleans up fully."""
-    baseline = sessions(runtime)
-
-    async def victim(ready: asyncio.Event) -> None:
-        async with in_database(runtime):
-            await Item.objects.acount()
-            ready.set()
-            await asyncio.Event().wait()
-
-    async def main() -> None:
-        ready = asyncio.Event()
-        task = asyncio.create_task(victim(ready))
-        await ready.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
-    asyncio.run(main())
-    assert not active_aliases()
-    assert sessions(runtime) == baseline
-
-
 def test_work_started_inside_a_block_is_closed_when_the_alias_goes(runtime, caplog):
     """A thread that inherited the route and connected is closed at the last exit."""
     import contextvars  # noqa: PLC0415

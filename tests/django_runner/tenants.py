@@ -21,10 +21,8 @@ from tests.runtime import created_database, names
 from tests.testapp.models import Item
 
 
-class RuntimeDatabaseMixinTests(RuntimeDatabasesMixin, TestCase):
-    """A TestCase that routes to a runtime configuration."""
-
-    databases = {"default", "other"}
+class WithRuntimeDatabase(RuntimeDatabasesMixin):
+    """Creates a runtime database for the class (the mixin is the line under test)."""
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -33,6 +31,12 @@ class RuntimeDatabaseMixinTests(RuntimeDatabasesMixin, TestCase):
         cls.addClassCleanup(stack.close)
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         cls.runtime = stack.enter_context(created_database(folder))
+
+
+class RuntimeDatabaseMixinTests(WithRuntimeDatabase, TestCase):
+    """A TestCase that routes to a runtime configuration."""
+
+    databases = {"default", "other"}
 
     def test_reads_and_writes_go_to_the_runtime_database(self) -> None:
         with in_database(self.runtime, write=True):
@@ -48,18 +52,10 @@ class RuntimeDatabaseMixinTests(RuntimeDatabasesMixin, TestCase):
         self.assertFalse(active_aliases())
 
 
-class RuntimeDatabaseTransactionTests(RuntimeDatabasesMixin, TransactionTestCase):
+class RuntimeDatabaseTransactionTests(WithRuntimeDatabase, TransactionTestCase):
     """A TransactionTestCase: flushes must never reach the runtime database."""
 
     databases = {"default"}
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        super().setUpClass()
-        stack = ExitStack()
-        cls.addClassCleanup(stack.close)
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        cls.runtime = stack.enter_context(created_database(folder))
 
     def test_1_write(self) -> None:
         with in_database({**self.runtime, "CONN_MAX_AGE": 60}, write=True):
