@@ -126,6 +126,10 @@ def pop(owner: object) -> list[object]:
     return dropped
 
 
+# decide_read and decide_write are twins on purpose: they run on every query, and one
+# function taking the direction would add a branch and an argument to each call.
+
+
 def decide_read(model: type[Model], hints: dict[str, Any]) -> str | None:
     """Return where reads of ``model`` go, or ``None`` for no opinion."""
     frame = get_frame()
