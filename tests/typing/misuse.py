@@ -1,7 +1,7 @@
 """Misuse that type checkers must report; checked by mypy and pyright, never run.
 
-Each line below is an error. Its ``type: ignore`` comment is what keeps the check
-green, and both checkers fail on an ignore that suppresses nothing
+Each line below is an error. Its ignore comment, with the error code mypy gives, is
+what keeps the check green, and both checkers fail on an ignore that suppresses nothing
 (``warn_unused_ignores``, ``reportUnnecessaryTypeIgnoreComment``): if a misuse stops
 being reported, the typing check fails.
 """
@@ -28,29 +28,29 @@ def count_rows(table: str) -> int:
 
 
 # A target of the wrong type.
-in_database(2)  # type: ignore[call-overload]
-in_database(["replica"])  # type: ignore[call-overload]
-DatabaseAlias(3)  # type: ignore[arg-type]
+in_database(2)  # type: ignore[call-overload]  # misuse: an int target
+in_database(["replica"])  # type: ignore[call-overload]  # misuse: a list target
+DatabaseAlias(3)  # type: ignore[arg-type]  # misuse: an int alias
 
 # Both a target and a policy, or neither.
-in_database("replica", policy=ReadOnly("replica"))  # type: ignore[call-overload]
-in_database()  # type: ignore[call-overload]
+in_database("replica", policy=ReadOnly("replica"))  # type: ignore[call-overload]  # misuse: both
+in_database()  # type: ignore[call-overload]  # misuse: neither target nor policy
 
 # Something that is not a policy as policy=.
-in_database(policy=ReadsOnly())  # type: ignore[call-overload]
-in_database(policy="replica")  # type: ignore[call-overload]
+in_database(policy=ReadsOnly())  # type: ignore[call-overload]  # misuse: half a policy
+in_database(policy="replica")  # type: ignore[call-overload]  # misuse: a str as policy
 
 # A flag that is not a bool; flags are keyword-only.
-in_database("replica", read="yes")  # type: ignore[call-overload]
-in_database("replica", write=1)  # type: ignore[call-overload]
-in_database("replica", True)  # type: ignore[call-overload]
+in_database("replica", read="yes")  # type: ignore[call-overload]  # misuse: a str flag
+in_database("replica", write=1)  # type: ignore[call-overload]  # misuse: an int flag
+in_database("replica", True)  # type: ignore[call-overload]  # misuse: a positional flag
 
 # Flags with a policy.
-in_database(policy=ReadOnly("replica"), write=True)  # type: ignore[call-overload]
+in_database(policy=ReadOnly("replica"), write=True)  # type: ignore[call-overload]  # misuse: flag + policy
 
 # A decorated function keeps its signature, so wrong calls are still caught.
-count_rows(1)  # type: ignore[arg-type]
-_: str = count_rows("t")  # type: ignore[assignment]
+count_rows(1)  # type: ignore[arg-type]  # misuse: an int for a str parameter
+_: str = count_rows("t")  # type: ignore[assignment]  # misuse: the result is an int
 
 
 class Custom:
@@ -65,4 +65,4 @@ class Custom:
 
 def a_custom_policys_alias_may_be_none() -> None:
     with in_database(policy=Custom()) as route:
-        len(route.alias)  # type: ignore[arg-type]
+        len(route.alias)  # type: ignore[arg-type]  # misuse: the alias may be None
