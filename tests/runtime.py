@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,8 +108,21 @@ def created_database(folder: Path) -> Iterator[dict[str, Any]]:
             query(None, f"DROP DATABASE IF EXISTS {name}")
 
 
-def sessions(settings: dict[str, Any]) -> int:
-    """How many connections to the runtime database are open now (other than ours)."""
+def sessions(settings: dict[str, Any], *, expected: int | None = None) -> int:
+    """How many connections to the runtime database are open (other than ours).
+
+    With ``expected``, wait up to three seconds for the count to reach it before
+    returning it: servers list a session for a moment after its client closed it.
+    """
+    count = _sessions(settings)
+    deadline = time.monotonic() + 3
+    while expected is not None and count != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+        count = _sessions(settings)
+    return count
+
+
+def _sessions(settings: dict[str, Any]) -> int:
     name = settings["NAME"]
     if BACKEND == "sqlite":
         target = Path(name).resolve()

@@ -194,42 +194,39 @@ def test_concurrent_blocks_on_one_configuration_share_one_alias(runtime):
 
 def test_the_connection_is_closed_at_exit_in_the_thread_that_opened_it(runtime):
     """After the block, no session to the runtime database is left open."""
-    baseline = sessions(runtime)
     with in_database(runtime) as route:
         Item.objects.count()
-        assert sessions(runtime) == baseline + 1
-    assert sessions(runtime) == baseline
+        assert sessions(runtime, expected=1) == 1
+    assert sessions(runtime, expected=0) == 0
     assert not hasattr(connections._connections, route.alias)
 
 
 def test_async_blocks_close_the_connection_the_async_orm_opened(runtime):
     """Async blocks: the async ORM's connection is closed in its thread at exit."""
     seed(runtime, "a")
-    baseline = sessions(runtime)
 
     async def main() -> tuple[int, int]:
         async with in_database(runtime):
             count = await Item.objects.acount()
-            return count, sessions(runtime)
+            return count, sessions(runtime, expected=1)
 
     count, during = asyncio.run(main())
     assert count == 1
-    assert during == baseline + 1
-    assert sessions(runtime) == baseline
+    assert during == 1
+    assert sessions(runtime, expected=0) == 0
     assert not active_aliases()
 
 
 def test_async_blocks_inside_async_to_sync(runtime):
     """Under async_to_sync the async ORM runs in the caller's thread; it is closed too."""
     seed(runtime, "a", "b")
-    baseline = sessions(runtime)
 
     async def main() -> int:
         async with in_database(runtime):
             return await Item.objects.acount()
 
     assert async_to_sync(main)() == 2
-    assert sessions(runtime) == baseline
+    assert sessions(runtime, expected=0) == 0
 
 
 def test_work_started_inside_a_block_is_closed_when_the_alias_goes(runtime, caplog):
@@ -238,7 +235,6 @@ def test_work_started_inside_a_block_is_closed_when_the_alias_goes(runtime, capl
     import threading  # noqa: PLC0415
 
     seed(runtime, "a")
-    baseline = sessions(runtime)
     counted = []
     with in_database(runtime):
         context = contextvars.copy_context()
@@ -247,16 +243,15 @@ def test_work_started_inside_a_block_is_closed_when_the_alias_goes(runtime, capl
         )
         thread.start()
         thread.join()
-        assert sessions(runtime) >= baseline + 1
+        assert sessions(runtime, expected=2) == 2  # this block's and the thread's
     assert counted == [1]
-    assert sessions(runtime) == baseline
+    assert sessions(runtime, expected=0) == 0
     assert "left open by another thread" in caplog.text
 
 
 def test_no_session_is_left_after_many_sequential_blocks(runtime):
     """50 blocks in a row leave the server exactly as they found it."""
-    baseline = sessions(runtime)
     for _ in range(50):
         with in_database(runtime):
             Item.objects.exists()
-    assert sessions(runtime) == baseline
+    assert sessions(runtime, expected=0) == 0

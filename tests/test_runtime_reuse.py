@@ -30,33 +30,30 @@ def raw_connection(alias):
 
 def test_sequential_blocks_reuse_one_connection(reusing):
     """With CONN_MAX_AGE, the next block on the same configuration reuses the connection."""
-    baseline = sessions(reusing)
     seen = []
     for _ in range(5):
         with in_database(reusing) as route:
             Item.objects.count()
             seen.append(raw_connection(route.alias))
     assert all(connection is seen[0] for connection in seen)
-    assert sessions(reusing) == baseline + 1
+    assert sessions(reusing, expected=1) == 1
     assert active_aliases() == {route.alias}  # kept registered, idle
 
 
 def test_close_idle_connections_closes_and_unregisters(reusing):
     """close_idle_connections() closes what reuse kept and withdraws the alias."""
-    baseline = sessions(reusing)
     before = dict(connections.databases)
     with in_database(reusing) as route:
         Item.objects.count()
     assert route.alias in connections.databases
     assert close_idle_connections() == 1
-    assert sessions(reusing) == baseline
+    assert sessions(reusing, expected=0) == 0
     assert connections.databases == before
     assert close_idle_connections() == 0
 
 
 def test_idle_connections_in_other_threads_are_closed_too(reusing):
     """A worker thread's idle connection is closed by a call from another thread."""
-    baseline = sessions(reusing)
 
     def worker():
         with in_database(reusing):
@@ -67,40 +64,37 @@ def test_idle_connections_in_other_threads_are_closed_too(reusing):
         thread.start()
     for thread in threads:
         thread.join()
-    assert sessions(reusing) == baseline + 3
+    assert sessions(reusing, expected=3) == 3
     assert close_idle_connections() == 3
-    assert sessions(reusing) == baseline
+    assert sessions(reusing, expected=0) == 0
 
 
 def test_the_number_of_idle_connections_is_bounded(reusing, settings):
     """Beyond DYNROUTE_MAX_IDLE_CONNECTIONS, the least recently used is closed."""
     settings.DYNROUTE_MAX_IDLE_CONNECTIONS = 1
-    baseline = sessions(reusing)
     with in_database(reusing, alias="reuse_first"):
         Item.objects.count()
     with in_database(reusing, alias="reuse_second"):
         Item.objects.count()
     assert active_aliases() == {"reuse_second"}
     assert "reuse_first" not in connections.databases
-    assert sessions(reusing) == baseline + 1
+    assert sessions(reusing, expected=1) == 1
 
 
 def test_an_obsolete_connection_is_replaced_on_entry(runtime):
     """Django's own rule: past CONN_MAX_AGE, the next block connects afresh."""
     short = {**runtime, "CONN_MAX_AGE": 1}
-    baseline = sessions(runtime)
     with in_database(short) as route:
         first = raw_connection(route.alias)
     time.sleep(1.2)
     with in_database(short):
         second = raw_connection(route.alias)
     assert second is not first
-    assert sessions(runtime) == baseline + 1  # the obsolete one was closed
+    assert sessions(runtime, expected=1) == 1  # the obsolete one was closed
 
 
 def test_async_blocks_reuse_the_async_orms_connection(reusing):
     """Async blocks reuse the connection in the async ORM's thread."""
-    baseline = sessions(reusing)
 
     async def main() -> list[int]:
         counts = []
@@ -110,15 +104,14 @@ def test_async_blocks_reuse_the_async_orms_connection(reusing):
         return counts
 
     assert asyncio.run(main()) == [0, 0, 0]
-    assert sessions(reusing) == baseline + 1
+    assert sessions(reusing, expected=1) == 1
     assert close_idle_connections() == 1
-    assert sessions(reusing) == baseline
+    assert sessions(reusing, expected=0) == 0
 
 
 def test_without_conn_max_age_nothing_is_kept(runtime):
     """CONN_MAX_AGE=0 (the default) tears everything down at the last exit."""
-    baseline = sessions(runtime)
     with in_database(runtime):
         Item.objects.count()
     assert not active_aliases()
-    assert sessions(runtime) == baseline
+    assert sessions(runtime, expected=0) == 0
