@@ -98,6 +98,14 @@ def test_the_same_settings_get_the_same_alias():
     assert hash(first) == hash(DatabaseConfiguration(SQLITE))
 
 
+def test_a_configuration_that_contains_itself_is_refused():
+    """A dict that holds itself cannot be copied: InvalidTargetError, not RecursionError."""
+    options: dict[str, object] = {}
+    options["again"] = options
+    with pytest.raises(InvalidTargetError, match="contains itself"):
+        in_database({**SQLITE, "OPTIONS": options})
+
+
 def test_aliases_hold_no_secret():
     """Automatic aliases are opaque and do not depend on the password's text."""
     configuration = DatabaseConfiguration({**SQLITE, "PASSWORD": SECRET})

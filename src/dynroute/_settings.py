@@ -133,8 +133,8 @@ def normalize_settings(given: object) -> dict[str, Any]:
 
     Raises:
         InvalidTargetError: ``given`` is not a mapping, a key is unknown, ``ENGINE``
-            is missing, or a value has the wrong type. The message names the key,
-            never the value.
+            is missing, a value has the wrong type, or a value contains itself. The
+            message names the key, never the value.
         ConfigurationError: The configuration is well formed but cannot be used at
             run time (``ATOMIC_REQUESTS=True``, a pool on Django < 5.1).
     """
@@ -186,5 +186,13 @@ def normalize_settings(given: object) -> dict[str, Any]:
             "refuses persistent connections on a pool); leave CONN_MAX_AGE out."
         )
         raise ConfigurationError(msg)
-    filled: dict[str, Any] = ConnectionHandler({"default": copy_structure(raw)}).settings["default"]
+    try:
+        copied = copy_structure(raw)
+    except RecursionError:
+        msg = (
+            "The database configuration contains itself (a dict or list holding itself, "
+            "at some depth) or is nested too deeply to copy; settings are plain data."
+        )
+        raise InvalidTargetError(msg) from None
+    filled: dict[str, Any] = ConnectionHandler({"default": copied}).settings["default"]
     return filled
