@@ -98,6 +98,35 @@ def test_the_same_settings_get_the_same_alias():
     assert hash(first) == hash(DatabaseConfiguration(SQLITE))
 
 
+def test_equal_settings_dicts_share_one_block():
+    """A dict built afresh per request (one per tenant) reuses the first equal one's block."""
+    block = in_database(dict(SQLITE))
+    assert in_database({**SQLITE}) is block
+    assert in_database(dict(SQLITE), write=True) is not block
+    assert in_database(dict(SQLITE), alias="tenant_shared") is not block
+    with pytest.raises(UsageError, match="read"):
+        in_database(dict(SQLITE), read=1)  # equals True, and is still refused
+
+
+def test_a_changed_dict_gets_a_block_of_its_own():
+    """A dict changed after use gets a new block; the old block keeps the old settings."""
+    given = {**SQLITE, "OPTIONS": {"timeout": 5}}
+    block = in_database(given)
+    given["OPTIONS"]["timeout"] = 99
+    changed = in_database(given)
+    assert changed is not block
+    assert changed.route.alias != block.route.alias
+    assert settings_of(block)["OPTIONS"] == {"timeout": 5}
+    assert settings_of(changed)["OPTIONS"] == {"timeout": 99}
+
+
+def settings_of(block) -> dict:
+    """The settings of the configuration a block routes to."""
+    configuration = block.route.policy.target
+    assert isinstance(configuration, DatabaseConfiguration)
+    return dict(configuration.settings)
+
+
 def test_a_configuration_that_contains_itself_is_refused():
     """A dict that holds itself cannot be copied: InvalidTargetError, not RecursionError."""
     options: dict[str, object] = {}

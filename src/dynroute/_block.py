@@ -38,7 +38,12 @@ from dynroute._policies import (
     strategy_for,
 )
 from dynroute._state import ASK, Answer, Frame, get_frame, pop, push, set_frame
-from dynroute._targets import DatabaseConfiguration, DatabaseTarget, to_target
+from dynroute._targets import (
+    DatabaseConfiguration,
+    DatabaseTarget,
+    configuration_key,
+    to_target,
+)
 from dynroute.exceptions import DynrouteError, UnknownDatabaseError, UsageError
 
 if sys.version_info >= (3, 12):
@@ -360,26 +365,41 @@ def in_database(
         # Identity, not equality: read=1 must still be refused, though 1 == True.
         if cached is not None and cached[1] is read and cached[2] is write:
             return cached[0]
-    if isinstance(policy, _Unset):
-        if isinstance(target, _Unset):
-            msg = "in_database() needs a target (an alias or a settings dict) or a policy=."
-            raise UsageError(msg)
-        routes_reads = _flag("read", read, default=True)
-        routes_writes = _flag("write", write, default=False)
-        try:
-            chosen = to_target(target, alias=alias)
-        except DynrouteError as error:
-            # A settings dict may hold a password, and tracebacks show frame locals
-            # (Django's technical 500 page): drop it, and the frames below, which
-            # hold it too. The message says what is wrong.
-            del target
-            raise error.with_traceback(None) from None
-        block: InDatabase[str] = InDatabase(
-            strategy_for(chosen, read=routes_reads, write=routes_writes)
-        )
-        if type(target) is str and alias is None:
-            _remember(target, read, write, block)
-        return block
+    if not isinstance(policy, _Unset):
+        return _policy_block(policy, target=target, read=read, write=write, alias=alias)
+    if isinstance(target, _Unset):
+        msg = "in_database() needs a target (an alias or a settings dict) or a policy=."
+        raise UsageError(msg)
+    kind = type(target)  # not narrowing target: to_target below takes any object
+    key: object = target if kind is str else None
+    if kind is dict:
+        # A settings dict, as a database-per-tenant site passes on every request:
+        # checking and completing it costs more than the block's entry and exit.
+        key, block = _configuration_block(target, alias, read, write)
+        if block is not None:
+            return block
+    routes_reads = _flag("read", read, default=True)
+    routes_writes = _flag("write", write, default=False)
+    try:
+        chosen = to_target(target, alias=alias)
+    except DynrouteError as error:
+        # A settings dict may hold a password, and tracebacks show frame locals
+        # (Django's technical 500 page): drop it, and the frames below, which hold
+        # it too. The message says what is wrong.
+        del target
+        raise error.with_traceback(None) from None
+    built: InDatabase[str] = InDatabase(
+        strategy_for(chosen, read=routes_reads, write=routes_writes)
+    )
+    if key is not None:
+        _remember(key, read, write, built)
+    return built
+
+
+def _policy_block(
+    policy: RoutingPolicy, *, target: object, read: object, write: object, alias: str | None
+) -> InDatabase[Any]:
+    """Build a block on ``policy``, refusing the arguments that go with a target."""
     if not isinstance(target, _Unset):
         msg = (
             "in_database() takes a target or a policy=, not both: a policy names its own "
@@ -396,17 +416,29 @@ def in_database(
     return InDatabase(policy)
 
 
-#: Blocks for aliases, by the arguments that made them: a block holds no per-entry
-#: state, so ``with in_database("replica"):`` can reuse one instead of building and
-#: checking a new one on every entry. Bounded; emptied when full.
-_BLOCKS: dict[tuple[str, object, object], tuple[InDatabase[str], object, object]] = {}
+#: Blocks by the arguments that made them (an alias, or the key of a settings dict
+#: and its alias=): a block holds no per-entry state, so ``with in_database(x):`` can
+#: reuse one instead of building and checking a new one on every entry. Bounded;
+#: emptied when full.
+_BLOCKS: dict[tuple[object, object, object], tuple[InDatabase[str], object, object]] = {}
 _BLOCKS_MAX = 256
 
 
-def _remember(alias: str, read: object, write: object, block: InDatabase[str]) -> None:
+def _remember(key: object, read: object, write: object, block: InDatabase[str]) -> None:
     if len(_BLOCKS) >= _BLOCKS_MAX:
         _BLOCKS.clear()
-    _BLOCKS[alias, read, write] = (block, read, write)
+    _BLOCKS[key, read, write] = (block, read, write)
+
+
+def _configuration_block(
+    settings: object, alias: str | None, read: object, write: object
+) -> tuple[bytes | None, InDatabase[str] | None]:
+    """Return the key of a settings dict and the block already built from it, if any."""
+    key = configuration_key(settings, alias)
+    cached = _BLOCKS.get((key, read, write)) if key is not None else None
+    if cached is not None and cached[1] is read and cached[2] is write:
+        return key, cached[0]
+    return key, None
 
 
 def _flag(name: str, value: object, *, default: bool) -> bool:

@@ -303,10 +303,12 @@ def _evict(entry: _Entry) -> int:
 def _enforce_idle_bound() -> None:
     """Evict least recently used idle entries beyond the bound; lock held."""
     bound = getattr(django_settings, "DYNROUTE_MAX_IDLE_CONNECTIONS", DEFAULT_MAX_IDLE_CONNECTIONS)
-    idle = sorted(
-        (entry for entry in _entries.values() if entry.active == 0),
-        key=lambda entry: entry.idle_since,
-    )
+    idle = [entry for entry in _entries.values() if entry.active == 0]
+    # Every block exit in reuse mode gets here: first the cheap upper bound (wrappers
+    # that ever connected, open or not), and only past it the exact count.
+    if sum(len(entry.opened) for entry in idle) <= bound:
+        return
+    idle.sort(key=lambda entry: entry.idle_since)
     open_idle = sum(len(entry.open_connections()) for entry in idle)
     for entry in idle:
         if open_idle <= bound:

@@ -276,6 +276,22 @@ DatabaseTarget: TypeAlias = DatabaseAlias | DatabaseConfiguration
 TargetLike: TypeAlias = str | DatabaseSettings | Mapping[str, Any] | DatabaseTarget
 
 
+def configuration_key(settings: object, alias: str | None) -> bytes | None:
+    """Identify a settings dict as given, with its ``alias=``, to reuse what it built.
+
+    Equal dicts (by the same canonical form as configurations' fingerprints) get the
+    same key; the key is a keyed hash, so it holds no secret.
+
+    Returns:
+        The key, or ``None`` if the dict cannot be put in canonical form (a value
+        that contains itself, say): then it is simply built afresh, and checked.
+    """
+    try:
+        return _NAMES.fingerprint({"alias": alias, "settings": settings})
+    except Exception:  # noqa: BLE001 - whatever it is, building it reports it properly
+        return None
+
+
 def to_target(value: object, *, alias: str | None = None) -> DatabaseTarget:
     """Turn what a user passed as a target into a :data:`DatabaseTarget`.
 
