@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import django
 import pytest
 from django.test.testcases import DatabaseOperationForbidden
 
-from dynroute import in_database
+from dynroute import _runtime, in_database
 from dynroute._runtime import active_aliases
 from dynroute.testing import guarding_test_case
 from tests.testapp.models import Item
@@ -84,3 +85,42 @@ def test_django_test_runner_with_the_mixin():
     assert done.returncode == 0, output
     assert "Ran 5 tests" in output
     assert "OK" in output
+
+
+@pytest.mark.usefixtures("dynroute_runtime_databases")
+def test_a_block_never_connects_before_the_test_case_allows_its_alias(
+    runtime_database, monkeypatch
+):
+    """No thread's block connects to an alias before the test case has allowed it.
+
+    A second thread enters a block on the same configuration just after the first
+    one counted its entry and before it tells the test case about the alias: it must
+    wait until that is done, or (Django 5.1+) the guard refuses its connection.
+    """
+    happened: list[str] = []
+    errors: list[BaseException] = []
+
+    def second_block() -> None:
+        try:
+            with in_database(runtime_database):
+                happened.append("second block entered")
+                Item.objects.exists()
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    second = threading.Thread(target=second_block)
+    notify = _runtime._notify
+
+    def notify_late(alias: str, *, active: bool) -> None:
+        if active and not happened:
+            second.start()
+            second.join(timeout=0.5)  # its chance to get in too early
+            happened.append("told")
+        notify(alias, active=active)
+
+    monkeypatch.setattr(_runtime, "_notify", notify_late)
+    with in_database(runtime_database):
+        Item.objects.exists()
+        second.join()
+    assert errors == []
+    assert happened == ["told", "second block entered"]

@@ -130,9 +130,11 @@ def enter(config: DatabaseConfiguration) -> None:
             entry = _register(config)
         entry.active += 1
         entry.users[ident] = entry.users.get(ident, 0) + 1
-        activated = entry.active == 1
-    if activated:
-        _notify(config.alias, active=True)
+        if entry.active == 1:
+            # Told under the lock that counted: another thread's block on the alias
+            # waits, so it cannot connect before listeners (a test case's guard)
+            # know of the alias, nor hear of it out of order with an exit.
+            _notify(config.alias, active=True)
     try:
         _connect_here(entry)
     except BaseException:
@@ -163,15 +165,13 @@ def _leave(config: DatabaseConfiguration, *, failed: bool) -> None:
         _close_here(config.alias)
     with _lock:
         entry.active -= 1
-        deactivated = entry.active == 0
-        if deactivated:
+        if entry.active == 0:
             if keep:
                 entry.idle_since = time.monotonic()
                 _enforce_idle_bound()
             else:
                 _unregister(entry)
-    if deactivated:
-        _notify(config.alias, active=False)
+            _notify(config.alias, active=False)
 
 
 async def aenter(config: DatabaseConfiguration) -> None:
@@ -220,10 +220,9 @@ def remove_listener(listener: Callable[[str, bool], None]) -> None:
 
 
 def _notify(alias: str, *, active: bool) -> None:
-    # Under the lock, so that listeners see activations in order, one at a time.
-    with _lock:
-        for listener in _listeners:
-            listener(alias, active)
+    """Tell the listeners; the caller holds the lock under which it counted blocks."""
+    for listener in _listeners:
+        listener(alias, active)
 
 
 def _load_engine(config: DatabaseConfiguration) -> None:
