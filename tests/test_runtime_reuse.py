@@ -11,6 +11,7 @@ from django.db import connections
 
 from dynroute import close_idle_connections, in_database
 from dynroute._runtime import active_aliases
+from dynroute.exceptions import ConfigurationError
 from tests.runtime import sessions
 from tests.testapp.models import Item
 
@@ -71,14 +72,28 @@ def test_idle_connections_in_other_threads_are_closed_too(reusing):
 
 def test_the_number_of_idle_connections_is_bounded(reusing, settings):
     """Beyond DYNROUTE_MAX_IDLE_CONNECTIONS, the least recently used is closed."""
-    settings.DYNROUTE_MAX_IDLE_CONNECTIONS = 1
-    with in_database(reusing, alias="reuse_first"):
+    with in_database(reusing, alias="reuse_first"):  # kept, under the default bound
         Item.objects.count()
+    settings.DYNROUTE_MAX_IDLE_CONNECTIONS = 1  # read again once changed
     with in_database(reusing, alias="reuse_second"):
         Item.objects.count()
     assert active_aliases() == {"reuse_second"}
     assert "reuse_first" not in connections.databases
     assert sessions(reusing, expected=1) == 1
+
+
+@pytest.mark.parametrize("bound", ["16", -1, True, 2.5, None])
+def test_a_bad_idle_bound_is_refused_at_entry(reusing, settings, bound):
+    """A bound that is not a whole number, 0 or more: ConfigurationError, nothing kept."""
+    settings.DYNROUTE_MAX_IDLE_CONNECTIONS = bound
+    before = dict(connections.databases)
+    with (
+        pytest.raises(ConfigurationError, match="DYNROUTE_MAX_IDLE_CONNECTIONS must be a whole"),
+        in_database(reusing),
+    ):
+        pytest.fail("the body must not run")
+    assert connections.databases == before
+    assert not active_aliases()
 
 
 def test_an_obsolete_connection_is_replaced_on_entry(runtime):

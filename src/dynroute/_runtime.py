@@ -19,7 +19,9 @@ it are active. The traps this module exists to avoid are in DJANGO_NOTES §1-4:
   when the last block leaves, the alias stays registered and its connections stay open
   for the next block, checked by Django's ``close_if_unusable_or_obsolete`` on entry;
   at most ``DYNROUTE_MAX_IDLE_CONNECTIONS`` (default 16) such idle connections are
-  kept, least recently used first out. :func:`close_idle_connections` closes them all.
+  kept, least recently used first out (the setting is read once, and again when
+  Django's ``setting_changed`` signal says it changed). :func:`close_idle_connections`
+  closes them all.
 
 Failures on entry leave nothing registered and raise documented errors naming the
 alias, with secrets scrubbed from the driver's message: a database or OS error is a
@@ -41,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
@@ -106,6 +109,7 @@ _lock = threading.RLock()
 _entries: dict[str, _Entry] = {}
 _loaded_engines: set[str] = set()
 _listeners: list[Callable[[str, bool], None]] = []
+_max_idle: int | None = None
 # The settings dict Django had before the first runtime alias; restored when the last
 # one goes, so connections.settings is settings.DATABASES again when nothing runs.
 _base_settings: dict[str, dict[str, Any]] | None = None
@@ -123,6 +127,8 @@ def enter(config: DatabaseConfiguration) -> None:
             Nothing stays registered.
     """
     _load_engine(config)
+    if _reuses_connections(config):
+        _max_idle_connections()  # a bad setting fails here, before anything changes
     ident = threading.get_ident()
     with _lock:
         entry = _entries.get(config.alias)
@@ -168,10 +174,13 @@ def _leave(config: DatabaseConfiguration, *, failed: bool) -> None:
         if entry.active == 0:
             if keep:
                 entry.idle_since = time.monotonic()
-                _enforce_idle_bound()
             else:
                 _unregister(entry)
             _notify(config.alias, active=False)
+            if keep:
+                # Last: a setting changed to a bad value mid-block raises here, with
+                # the bookkeeping done.
+                _enforce_idle_bound()
 
 
 async def aenter(config: DatabaseConfiguration) -> None:
@@ -299,9 +308,42 @@ def _evict(entry: _Entry) -> int:
     return count
 
 
+def _max_idle_connections() -> int:
+    """``DYNROUTE_MAX_IDLE_CONNECTIONS``, checked; read once until the setting changes.
+
+    Raises:
+        ConfigurationError: The setting is not a whole number, 0 or more.
+    """
+    global _max_idle  # noqa: PLW0603 - a cache, cleared by _on_setting_changed
+    bound = _max_idle
+    if bound is None:
+        # A missing setting costs Django an AttributeError (microseconds) per read.
+        value: object = getattr(
+            django_settings, "DYNROUTE_MAX_IDLE_CONNECTIONS", DEFAULT_MAX_IDLE_CONNECTIONS
+        )
+        if type(value) is not int or value < 0:  # not a bool either
+            msg = (
+                "DYNROUTE_MAX_IDLE_CONNECTIONS must be a whole number of connections, "
+                f"0 or more (default {DEFAULT_MAX_IDLE_CONNECTIONS}); it is {value!r:.80}."
+            )
+            raise ConfigurationError(msg)
+        _max_idle = bound = value
+    return bound
+
+
+def _on_setting_changed(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001 - Django's signal signature
+    """Forget the cached bound when tests override it (``override_settings``...)."""
+    global _max_idle  # noqa: PLW0603 - the cache of _max_idle_connections
+    if setting == "DYNROUTE_MAX_IDLE_CONNECTIONS":
+        _max_idle = None
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="dynroute-max-idle-connections")
+
+
 def _enforce_idle_bound() -> None:
     """Evict least recently used idle entries beyond the bound; lock held."""
-    bound = getattr(django_settings, "DYNROUTE_MAX_IDLE_CONNECTIONS", DEFAULT_MAX_IDLE_CONNECTIONS)
+    bound = _max_idle_connections()
     idle = [entry for entry in _entries.values() if entry.active == 0]
     # Every block exit in reuse mode gets here: first the cheap upper bound (wrappers
     # that ever connected, open or not), and only past it the exact count.
