@@ -136,7 +136,14 @@ def targets(folder):
     )
 
 
-flags = st.one_of(st.booleans(), st.none(), st.integers(-1, 2), st.text(max_size=3), st.floats())
+flags = st.one_of(
+    st.booleans(),
+    st.none(),
+    st.integers(-1, 2),
+    st.text(max_size=3),
+    st.floats(),
+    st.lists(st.booleans(), max_size=1),  # unhashable
+)
 aliases = st.one_of(
     st.none(),
     st.text(alphabet=string.ascii_lowercase + "_", max_size=8).map("hostile_{}".format),

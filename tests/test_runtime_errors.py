@@ -16,7 +16,7 @@ from django.views.debug import ExceptionReporter
 
 from dynroute import DynrouteError, in_database
 from dynroute._runtime import active_aliases
-from dynroute.exceptions import DatabaseConnectionError, InvalidTargetError
+from dynroute.exceptions import DatabaseConnectionError, InvalidTargetError, UsageError
 from tests.runtime import BACKEND, SERVER
 from tests.testapp.models import Item
 
@@ -110,11 +110,19 @@ def test_connection_errors_never_show_the_password(configuration, settings, capl
     assert error.__suppress_context__
 
 
-def test_a_malformed_configuration_never_shows_the_password(settings):
-    """A bad value fails at once, and the 500 page's frames hold no settings dict."""
+@pytest.mark.parametrize(
+    ("extra", "flags", "expected"),
+    [
+        ({"PORT": [5]}, {}, InvalidTargetError),
+        ({"NAME": "/tmp/dynroute-500.db"}, {"read": "yes"}, UsageError),
+    ],
+    ids=["a bad value", "a bad flag"],
+)
+def test_a_refused_configuration_never_shows_the_password(settings, extra, flags, expected):
+    """A bad value or flag fails at once, and the 500 page's frames hold no settings."""
     settings.DEBUG = True
-    with pytest.raises(InvalidTargetError, match="PORT") as caught:
-        in_database({"ENGINE": "django.db.backends.sqlite3", "PASSWORD": SECRET, "PORT": [5]})
+    with pytest.raises(expected) as caught:
+        in_database({"ENGINE": "django.db.backends.sqlite3", "PASSWORD": SECRET, **extra}, **flags)
     page = rendered_500(caught.value)
     assert SECRET not in page
     assert "in_database" in page  # the frame is there, without the dict

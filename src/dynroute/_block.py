@@ -361,7 +361,10 @@ def in_database(
         UnknownDatabaseError: On entry, the alias is not in ``settings.DATABASES``.
     """
     if policy is _UNSET and alias is None and type(target) is str:
-        cached = _BLOCKS.get((target, read, write))
+        try:
+            cached = _BLOCKS.get((target, read, write))
+        except TypeError:  # an unhashable flag, refused below
+            cached = None
         # Identity, not equality: read=1 must still be refused, though 1 == True.
         if cached is not None and cached[1] is read and cached[2] is write:
             return cached[0]
@@ -378,15 +381,15 @@ def in_database(
         key, block = _configuration_block(target, alias, read, write)
         if block is not None:
             return block
-    routes_reads = _flag("read", read, default=True)
-    routes_writes = _flag("write", write, default=False)
     try:
+        routes_reads = _flag("read", read, default=True)
+        routes_writes = _flag("write", write, default=False)
         chosen = to_target(target, alias=alias)
     except DynrouteError as error:
         # A settings dict may hold a password, and tracebacks show frame locals
-        # (Django's technical 500 page): drop it, and the frames below, which hold
-        # it too. The message says what is wrong.
-        del target
+        # (Django's technical 500 page): drop it and its key (a copy), and the
+        # frames below, which hold it too. The message says what is wrong.
+        del target, key
         raise error.with_traceback(None) from None
     built: InDatabase[str] = InDatabase(
         strategy_for(chosen, read=routes_reads, write=routes_writes)
@@ -435,7 +438,12 @@ def _configuration_block(
 ) -> tuple[bytes | None, InDatabase[str] | None]:
     """Return the key of a settings dict and the block already built from it, if any."""
     key = configuration_key(settings, alias)
-    cached = _BLOCKS.get((key, read, write)) if key is not None else None
+    if key is None:
+        return None, None
+    try:
+        cached = _BLOCKS.get((key, read, write))
+    except TypeError:  # an unhashable flag, refused by the caller
+        return None, None
     if cached is not None and cached[1] is read and cached[2] is write:
         return key, cached[0]
     return key, None
