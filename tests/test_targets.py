@@ -120,6 +120,40 @@ def test_a_changed_dict_gets_a_block_of_its_own():
     assert settings_of(changed)["OPTIONS"] == {"timeout": 99}
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(1, True), (1, 1.0), (0, None), ([1], (1,)), ("1", 1)],
+)
+def test_dicts_equal_only_by_python_equality_get_blocks_of_their_own(first, second):
+    """1, 1.0 and True compare equal in Python but are different settings."""
+    block = in_database({**SQLITE, "OPTIONS": {"value": first}})
+    other = in_database({**SQLITE, "OPTIONS": {"value": second}})
+    assert other is not block
+    assert settings_of(other)["OPTIONS"] == {"value": second}
+    assert type(settings_of(other)["OPTIONS"]["value"]) is type(second)
+
+
+def test_a_dict_holding_more_than_plain_data_is_built_afresh():
+    """Values with an equality of their own are not trusted for reuse: built each time."""
+
+    class Timeout:
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        __hash__ = object.__hash__
+
+    given = {**SQLITE, "OPTIONS": {"timeout": Timeout()}}
+    block = in_database(given)
+    assert in_database(given) is not block
+    assert in_database(given).route.alias == block.route.alias
+
+
+def test_a_path_as_name_is_reused():
+    """``NAME: BASE_DIR / "db.sqlite3"``, as Django's project template writes it."""
+    given = {**SQLITE, "NAME": pathlib.Path(SQLITE["NAME"])}
+    assert in_database(dict(given)) is in_database(dict(given))
+
+
 def settings_of(block) -> dict:
     """The settings of the configuration a block routes to."""
     configuration = block.route.policy.target

@@ -57,7 +57,7 @@ else:  # pragma: no cover - TypeVar defaults (PEP 696) are new in 3.13
     from typing_extensions import TypeVar as DefaultTypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine
+    from collections.abc import Awaitable, Callable, Coroutine, Hashable
     from types import TracebackType
 
     from dynroute._targets import TargetLike
@@ -420,9 +420,11 @@ def _policy_block(
 
 
 #: Blocks by the arguments that made them (an alias, or the key of a settings dict
-#: and its alias=): a block holds no per-entry state, so ``with in_database(x):`` can
-#: reuse one instead of building and checking a new one on every entry. Bounded;
-#: emptied when full.
+#: and its alias=, see configuration_key): a block holds no per-entry state, so
+#: ``with in_database(x):`` can reuse one instead of building and checking a new one
+#: on every entry. Bounded; emptied when full. Keys of settings dicts hold their
+#: contents, as the blocks do: never shown (in_database drops its own reference to a
+#: key before an error leaves it).
 _BLOCKS: dict[tuple[object, object, object], tuple[InDatabase[str], object, object]] = {}
 _BLOCKS_MAX = 256
 
@@ -435,7 +437,7 @@ def _remember(key: object, read: object, write: object, block: InDatabase[str]) 
 
 def _configuration_block(
     settings: object, alias: str | None, read: object, write: object
-) -> tuple[bytes | None, InDatabase[str] | None]:
+) -> tuple[Hashable | None, InDatabase[str] | None]:
     """Return the key of a settings dict and the block already built from it, if any."""
     key = configuration_key(settings, alias)
     if key is None:

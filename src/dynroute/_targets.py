@@ -18,8 +18,9 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from types import MappingProxyType
 from typing import Any, TypeAlias, cast, final
 
@@ -276,20 +277,49 @@ DatabaseTarget: TypeAlias = DatabaseAlias | DatabaseConfiguration
 TargetLike: TypeAlias = str | DatabaseSettings | Mapping[str, Any] | DatabaseTarget
 
 
-def configuration_key(settings: object, alias: str | None) -> bytes | None:
+def configuration_key(settings: object, alias: str | None) -> Hashable | None:
     """Identify a settings dict as given, with its ``alias=``, to reuse what it built.
 
-    Equal dicts (by the same canonical form as configurations' fingerprints) get the
-    same key; the key is a keyed hash, so it holds no secret.
+    The key is a copy of the dict's contents, each value tagged with its exact class,
+    so that it equals another key only for the same contents: ``1``, ``1.0`` and
+    ``True`` differ, as a list differs from a tuple. Dicts with the same items in
+    another order get different keys (and then blocks of their own, on the same alias).
 
     Returns:
-        The key, or ``None`` if the dict cannot be put in canonical form (a value
-        that contains itself, say): then it is simply built afresh, and checked.
+        The key, or ``None`` if the dict holds anything but plain data (``str``,
+        ``int``, ``float``, ``bool``, ``None``, paths, and dicts with ``str`` keys,
+        lists and tuples of those) or contains itself: then it is built afresh.
     """
     try:
-        return _NAMES.fingerprint({"alias": alias, "settings": settings})
-    except Exception:  # noqa: BLE001 - whatever it is, building it reports it properly
+        contents = _plain(settings)
+    except RecursionError:
         return None
+    return None if contents is _NOT_PLAIN else (alias, contents)
+
+
+_NOT_PLAIN = object()
+_PLAIN_CLASSES = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(value: object) -> object:
+    """Return ``value`` as hashable plain data tagged with classes, or ``_NOT_PLAIN``."""
+    kind = value.__class__
+    if kind in _PLAIN_CLASSES:
+        return (kind, value)
+    if kind is dict:
+        items: list[tuple[str, object]] = []
+        for key, item in cast("dict[object, object]", value).items():
+            contents = _plain(item)
+            if type(key) is not str or contents is _NOT_PLAIN:
+                return _NOT_PLAIN
+            items.append((key, contents))
+        return (dict, tuple(items))
+    if kind is list or kind is tuple:
+        members = tuple(_plain(item) for item in cast("list[object]", value))
+        return _NOT_PLAIN if _NOT_PLAIN in members else (kind, members)
+    if isinstance(value, PurePath):
+        return (kind, str(value))
+    return _NOT_PLAIN
 
 
 def to_target(value: object, *, alias: str | None = None) -> DatabaseTarget:
