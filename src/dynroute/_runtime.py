@@ -372,7 +372,8 @@ def _connect_here(entry: _Entry) -> None:
     try:
         if entry.reuse:
             wrapper.close_if_unusable_or_obsolete()
-        wrapper.ensure_connection()
+        if wrapper.connection is None:
+            wrapper.ensure_connection()
     except (DatabaseError, OSError) as error:
         failure: DynrouteError = DatabaseConnectionError(
             _describe_failure(entry.config, error, "Could not connect to")
