@@ -54,20 +54,33 @@ def test_close_idle_connections_closes_and_unregisters(reusing):
 
 
 def test_idle_connections_in_other_threads_are_closed_too(reusing):
-    """A worker thread's idle connection is closed by a call from another thread."""
+    """A worker thread's idle connection is closed by a call from another thread.
+
+    The workers stay alive meanwhile, as a pool's threads wait for work: a thread
+    that has ended drops its connections with its thread-local storage, whenever the
+    garbage collector gets to them.
+    """
+    idle = threading.Barrier(4)
+    stop = threading.Event()
 
     def worker():
         with in_database(reusing):
             Item.objects.count()
+        idle.wait(timeout=30)
+        stop.wait(timeout=30)
 
     threads = [threading.Thread(target=worker) for _ in range(3)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
-    assert sessions(reusing, expected=3) == 3
-    assert close_idle_connections() == 3
-    assert sessions(reusing, expected=0) == 0
+    try:
+        idle.wait(timeout=30)
+        assert sessions(reusing, expected=3) == 3
+        assert close_idle_connections() == 3
+        assert sessions(reusing, expected=0) == 0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 def test_the_number_of_idle_connections_is_bounded(reusing, settings):
