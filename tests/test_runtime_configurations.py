@@ -236,14 +236,25 @@ def test_work_started_inside_a_block_is_closed_when_the_alias_goes(runtime, capl
 
     seed(runtime, "a")
     counted = []
+    done = threading.Event()
+    finish = threading.Event()
+
+    def work() -> None:
+        counted.append(Item.objects.count())
+        done.set()
+        finish.wait(timeout=30)  # still running when the block exits
+
     with in_database(runtime):
-        context = contextvars.copy_context()
-        thread = threading.Thread(
-            target=context.run, args=(lambda: counted.append(Item.objects.count()),)
-        )
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(work,))
         thread.start()
-        thread.join()
-        assert sessions(runtime, expected=2) == 2  # this block's and the thread's
+        try:
+            assert done.wait(timeout=30)
+            assert sessions(runtime, expected=2) == 2  # this block's and the thread's
+        except BaseException:
+            finish.set()
+            raise
+    finish.set()
+    thread.join()
     assert counted == [1]
     assert sessions(runtime, expected=0) == 0
     assert "left open by another thread" in caplog.text
