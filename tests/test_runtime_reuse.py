@@ -96,7 +96,7 @@ def test_the_number_of_idle_connections_is_bounded(reusing, settings):
 
 
 @pytest.mark.parametrize("bound", ["16", -1, True, 2.5, None])
-def test_a_bad_idle_bound_is_refused_at_entry(reusing, settings, bound):
+def test_a_bad_idle_bound_is_refused_at_registration(reusing, settings, bound):
     """A bound that is not a whole number, 0 or more: ConfigurationError, nothing kept."""
     settings.DYNROUTE_MAX_IDLE_CONNECTIONS = bound
     before = dict(connections.databases)

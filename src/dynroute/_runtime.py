@@ -127,8 +127,6 @@ def enter(config: DatabaseConfiguration) -> None:
             Nothing stays registered.
     """
     _load_engine(config)
-    if _reuses_connections(config):
-        _max_idle_connections()  # a bad setting fails here, before anything changes
     ident = threading.get_ident()
     with _lock:
         entry = _entries.get(config.alias)
@@ -262,6 +260,9 @@ def _register(config: DatabaseConfiguration) -> _Entry:
             "settings.DATABASES. Choose another alias= for the configuration."
         )
         raise ConfigurationError(msg)
+    reuse = _reuses_connections(config)
+    if reuse:
+        _max_idle_connections()  # a bad setting fails here, before anything changes
     claimed = claim_alias(config)
     if not _entries:
         _base_settings = current
@@ -269,7 +270,7 @@ def _register(config: DatabaseConfiguration) -> _Entry:
     # A fresh copy of the containers: Django stores and may change the entry it uses.
     published[alias] = copy_structure(config.settings)
     connections.settings = published
-    entry = _Entry(config, reuse=_reuses_connections(config), claimed=claimed)
+    entry = _Entry(config, reuse=reuse, claimed=claimed)
     _entries[alias] = entry
     return entry
 

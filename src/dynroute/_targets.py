@@ -302,7 +302,12 @@ _PLAIN_CLASSES = frozenset({str, int, float, bool, type(None)})
 
 
 def _plain(value: object) -> object:
-    """Return ``value`` as hashable plain data tagged with classes, or ``_NOT_PLAIN``."""
+    """Return ``value`` as hashable plain data tagged with classes, or ``_NOT_PLAIN``.
+
+    Not :func:`_canonical`, which takes any value, sorts and calls ``repr`` for names
+    that last forever: this runs on every ``in_database(dict)``, and a miss only costs
+    a block built afresh.
+    """
     kind = value.__class__
     if kind in _PLAIN_CLASSES:
         return (kind, value)
