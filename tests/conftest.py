@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
 from typing import TYPE_CHECKING
@@ -16,7 +17,7 @@ from tests import figures
 from tests import settings as test_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -60,6 +61,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.add_marker(marker)
 
 
+# The test databases' names as settings give them, before any run changed them.
+_TEST_NAMES = {alias: config["TEST"]["NAME"] for alias, config in test_settings.DATABASES.items()}
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """With ``DYNROUTE_TEST_DB_PER_PROCESS`` set, give each process test databases of its own.
+
+    ``nox -s mutation`` runs the suite in several processes at once, forked from one
+    that has already run it: names chosen when the settings were imported would be
+    shared.
+    """
+    if os.environ.get("DYNROUTE_TEST_DB_PER_PROCESS"):
+        for alias, name in _TEST_NAMES.items():
+            test_settings.DATABASES[alias]["TEST"]["NAME"] = f"{name}_p{os.getpid()}"
+
+
 @pytest.fixture(autouse=True)
 def _no_route_leaks() -> Iterator[None]:
     """Prove that no test leaves a route active or an alias registered behind it."""
@@ -72,6 +90,19 @@ def _no_route_leaks() -> Iterator[None]:
     # asgiref's executor thread, which stops PostgreSQL from dropping the test
     # databases at the end: close them there.
     asyncio.run(sync_to_async(connections.close_all)())
+
+
+_fresh = itertools.count(1)
+
+
+@pytest.fixture
+def fresh_alias() -> Callable[[str], str]:
+    """Give alias names no block has used in this process.
+
+    A chosen alias stays bound to its settings for the life of the process, and a
+    process may run the suite more than once (mutation testing does).
+    """
+    return lambda name: f"{name}_{next(_fresh)}"
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -23,3 +25,39 @@ def cancel_once_ready(victim: Callable[[asyncio.Event], Coroutine[object, object
             await task
 
     asyncio.run(main())
+
+
+def wait_until(condition: Callable[[], bool], what: str, *, seconds: float = 30) -> None:
+    """Poll ``condition`` until it holds; fail the test, naming ``what``, after ``seconds``.
+
+    For waiting on another thread's progress without a sleep that decides the outcome:
+    the bound only stops a test that would otherwise hang.
+    """
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {seconds} s waiting for {what}")
+        time.sleep(0.001)
+
+
+class WatchedLock:
+    """A re-entrant lock that records when a thread has to wait for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self.contended = threading.Event()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:  # noqa: FBT001, FBT002 - the Lock signature
+        if self._lock.acquire(blocking=False):
+            return True
+        self.contended.set()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()

@@ -23,10 +23,12 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
         # connections, so threads would leave them open; files behave like servers.
         folder = Path(tempfile.gettempdir())
         prefix = f"dynroute-{os.getpid()}"
+        # NAME is never opened by the suite, but anything that did would create a file:
+        # absolute, so that it lands in the temporary folder, not in the working one.
         return {
             alias: {
                 "ENGINE": "django.db.backends.sqlite3",
-                "NAME": f"dynroute_{alias}",
+                "NAME": str(folder / f"{prefix}-{alias}-main.sqlite3"),
                 "TEST": {"NAME": str(folder / f"{prefix}-{alias}{SUFFIX}.sqlite3")},
             }
             for alias in ("default", "other")
