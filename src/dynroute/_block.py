@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import sys
+import threading
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
@@ -63,6 +65,8 @@ if TYPE_CHECKING:
     from dynroute._targets import TargetLike
 
 __all__ = ["InDatabase", "Route", "in_database"]
+
+logger = logging.getLogger("dynroute")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -128,7 +132,8 @@ class InDatabase(Generic[_AliasT_co]):
         self._write = write
         self._ask = policy if fixed is None else None
         alias = target.alias if target is not None else None
-        self._route = cast("Route[_AliasT_co]", Route(alias, policy))
+        route = Route(alias, policy)
+        self._route = cast("Route[_AliasT_co]", route)
         # The frame of an entry with no enclosing block is always the same: build it
         # once (frames are immutable, so entries in any thread or task can share it).
         self._top_frame: Frame = (self, read, write, self._ask, None)
@@ -196,9 +201,22 @@ class InDatabase(Generic[_AliasT_co]):
         if self._runtime is not None:
             _runtime.leave(self._runtime)
 
-    @staticmethod
-    def _release(dropped: list[object]) -> None:
-        """Release the runtime configurations of blocks dropped without being left."""
+    def _release(self, dropped: list[object]) -> None:
+        """Release the runtime configurations of blocks dropped without being left.
+
+        Blocks are dropped when an enclosing block is left while they are still
+        active here: a generator suspended inside a block and abandoned, or a block
+        entered by hand and never left. Their route was in force outside the code
+        that entered them; the log says so, once per occurrence.
+        """
+        if not dropped:
+            return
+        logger.warning(
+            "%r was left while %d block(s) entered inside it were still active (a generator "
+            "suspended inside a block, or a block never left): they were dropped with it",
+            self,
+            len(dropped),
+        )
         for owner in dropped:
             runtime = owner._runtime if isinstance(owner, InDatabase) else None  # noqa: SLF001 - a block of this class
             if runtime is not None:
@@ -248,8 +266,15 @@ class InDatabase(Generic[_AliasT_co]):
             UsageError: ``func`` is not callable, is a class, or is a generator
                 function (its route would leak to the consumer between yields).
         """
-        if isinstance(func, type) or not callable(func):
-            msg = f"in_database() decorates functions, not {type(func).__name__} objects."
+        given: object = func  # callers without a type checker pass anything
+        if isinstance(given, type):
+            msg = (
+                f"in_database() decorates functions, not classes ({given.__qualname__}): "
+                "decorate its methods, or enter the block where the class is used."
+            )
+            raise UsageError(msg)
+        if not callable(given):
+            msg = f"in_database() decorates functions, not {type(given).__name__} objects."
             raise UsageError(msg)
         if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
             name = getattr(func, "__qualname__", repr(func))
@@ -422,17 +447,22 @@ def _policy_block(
 #: Blocks by the arguments that made them (an alias, or the key of a settings dict
 #: and its alias=, see configuration_key): a block holds no per-entry state, so
 #: ``with in_database(x):`` can reuse one instead of building and checking a new one
-#: on every entry. Bounded; emptied when full. Keys of settings dicts hold their
-#: contents, as the blocks do: never shown (in_database drops its own reference to a
-#: key before an error leaves it).
+#: on every entry. The last ``_BLOCKS_MAX`` built are kept, first in, first out (a
+#: dict keeps insertion order; a hit moves nothing, so the hot path stays a lookup).
+#: Keys of settings dicts hold their contents, as the blocks do: never shown
+#: (in_database drops its own reference to a key before an error leaves it).
 _BLOCKS: dict[tuple[object, object, object], tuple[InDatabase[str], object, object]] = {}
 _BLOCKS_MAX = 256
+# Taken by writers only (a miss builds a block, which costs far more): finding the
+# oldest key iterates the dict, which another writer must not resize meanwhile.
+_BLOCKS_LOCK = threading.Lock()
 
 
 def _remember(key: object, read: object, write: object, block: InDatabase[str]) -> None:
-    if len(_BLOCKS) >= _BLOCKS_MAX:
-        _BLOCKS.clear()
-    _BLOCKS[key, read, write] = (block, read, write)
+    with _BLOCKS_LOCK:
+        if len(_BLOCKS) >= _BLOCKS_MAX:
+            del _BLOCKS[next(iter(_BLOCKS))]
+        _BLOCKS[key, read, write] = (block, read, write)
 
 
 def _configuration_block(
@@ -475,7 +505,7 @@ def _check_policy(policy: object) -> None:
     if missing:
         msg = (
             f"in_database(policy=...) needs an object with db_for_read() and "
-            f"db_for_write(); {type(policy).__name__} has no {' or '.join(missing)}(). "
+            f"db_for_write(); {type(policy).__name__} has no {'() or '.join(missing)}(). "
             "Use ReadOnly/ReadWrite/WriteOnly(target), or any class with both methods."
         )
         raise UsageError(msg)

@@ -53,6 +53,10 @@ class DatabaseSettings(TypedDict, total=False):
     TEST: dict[str, Any]
 
 
+#: Whether this Django provides connection pools (PostgreSQL 5.1+, Oracle 5.2+).
+POOLS = django.VERSION >= (5, 1)
+
+
 def _is_str(value: object) -> bool:
     return isinstance(value, str)
 
@@ -157,7 +161,8 @@ def normalize_settings(given: object) -> dict[str, Any]:
         )
         raise InvalidTargetError(msg)
     for key, value in raw.items():
-        check, expected = _KEYS[cast("str", key)]
+        known = cast("str", key)  # every key is known by now
+        check, expected = _KEYS[known]
         if not check(value):
             msg = (
                 f"{key} in the database configuration must be {expected}, "
@@ -173,8 +178,9 @@ def normalize_settings(given: object) -> dict[str, Any]:
             "Use transaction.atomic(using=route.alias) inside the block instead."
         )
         raise ConfigurationError(msg)
-    options = cast("Mapping[str, object]", raw.get("OPTIONS", {}))
-    if options.get("pool") and django.VERSION < (5, 1):
+    given_options = raw.get("OPTIONS", {})
+    options = cast("Mapping[str, object]", given_options)
+    if options.get("pool") and not POOLS:
         msg = (
             f"OPTIONS['pool'] needs Django 5.1 or later (this is Django "
             f"{django.get_version()}); remove it or upgrade Django."

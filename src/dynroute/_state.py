@@ -175,7 +175,7 @@ def _walk(
 
 def _bad_answer(policy: object, method: str, answer: object) -> NoReturn:
     msg = (
-        f"{type(policy).__name__}.{method}() returned a {type(answer).__name__}; a routing "
-        "policy returns a database alias (str), or None for no opinion."
+        f"{type(policy).__name__}.{method}() returned a value of type {type(answer).__name__}; "
+        "a routing policy returns a database alias (str), or None for no opinion."
     )
     raise UsageError(msg)

@@ -14,7 +14,7 @@ derives from it too, so existing ``except`` clauses keep working::
         │                                              a runtime configuration refused
         ├── DatabaseConnectionError (+ django.db.OperationalError)
         │                                              a runtime database unreachable
-        └── RouteStateError         (+ RuntimeError)   a block left out of order
+        └── RouteStateError         (+ RuntimeError)   a block left where it is not active
 
 Messages name the value at fault (never a password) and say what to do instead.
 """
@@ -77,8 +77,9 @@ class DatabaseConnectionError(DynrouteError, OperationalError):
 
 
 class RouteStateError(DynrouteError, RuntimeError):
-    """A block was left in a different order or context than it was entered.
+    """A block was left where it is not active.
 
-    Blocks must nest: the innermost block is left first, in the same thread or task
-    that entered it.
+    A block is left once per entry, in the thread or task that entered it. Leaving it
+    twice, in another thread or task, or after an enclosing block was left (which
+    drops the blocks still active inside it) raises this.
     """
