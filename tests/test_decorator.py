@@ -41,31 +41,6 @@ def test_the_decorator_keeps_name_docstring_and_signature():
     assert str(inspect.signature(create_and_count)) == "(name: 'str', *, times: 'int' = 1) -> 'int'"
 
 
-def test_the_decorator_matches_the_context_manager():
-    """The old package's decorator test: same count either way."""
-
-    @in_database("other")
-    def count() -> int:
-        return Item.objects.count()
-
-    with in_database("other", write=True):
-        Item.objects.create(name="Michael Bluth")
-        inside = Item.objects.count()
-    assert count() == inside == 1
-
-
-def test_an_exception_in_a_decorated_function_restores_the_route():
-    """The route ends with the call, also when the function raises."""
-
-    @in_database("other")
-    def fail() -> None:
-        raise KeyError
-
-    with pytest.raises(KeyError):
-        fail()
-    assert CURRENT.get() is None
-
-
 def test_recursion_nests_the_same_block():
     """A decorated function calling itself nests its block, then unwinds it."""
 

@@ -131,7 +131,7 @@ def test_cancellation_while_connecting(runtime, survived, monkeypatch):
     def slow_connect(self):
         if self.alias.startswith("dynroute_"):
             connecting.set()
-            release.wait(10)
+            assert release.wait(30), "the test never released the connection"
         return real(self)
 
     monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", slow_connect)
@@ -142,15 +142,46 @@ def test_cancellation_while_connecting(runtime, survived, monkeypatch):
 
     async def main() -> None:
         task = asyncio.create_task(victim())
-        await asyncio.to_thread(connecting.wait, 10)
+        assert await asyncio.to_thread(connecting.wait, 30), "the block never connected"
+        # The connection cannot finish before release is set: the cancellation
+        # arrives while connecting, whenever the task gets to see it.
         task.cancel()
-        await asyncio.sleep(0.05)
         release.set()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(main())
     monkeypatch.undo()
+
+
+def test_cancellation_while_leaving(runtime, survived, monkeypatch):
+    """A task cancelled while its block closes its connection: the close ends, then it stops."""
+    closing, release = threading.Event(), threading.Event()
+    real = BaseDatabaseWrapper.close
+
+    def slow_close(self):
+        if self.alias.startswith("dynroute_"):
+            closing.set()
+            assert release.wait(30), "the test never released the close"
+        return real(self)
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "close", slow_close)
+
+    async def victim() -> None:
+        async with in_database(runtime):
+            await Item.objects.acount()
+
+    async def main() -> None:
+        task = asyncio.create_task(victim())
+        assert await asyncio.to_thread(closing.wait, 30), "the block never closed"
+        task.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    monkeypatch.undo()
+    assert sessions(runtime, expected=0) == 0
 
 
 @pytest.mark.skipif(BACKEND == "sqlite", reason="SQLite has no server connection to kill")
@@ -200,7 +231,11 @@ def test_the_server_unreachable_at_entry(runtime, survived):
 
 
 def test_teardown_on_a_broken_connection(runtime, survived, monkeypatch, caplog):
-    """Closing a connection that fails to close is logged; the block still ends cleanly."""
+    """A connection whose close fails is still closed at the server; the block ends cleanly.
+
+    Django forgets the driver's connection when its close fails; dynroute closes
+    the driver's connection itself, and logs the failure (without details).
+    """
     with in_database(runtime) as route:
         Item.objects.count()
         wrapper = connections[route.alias]
@@ -210,7 +245,42 @@ def test_teardown_on_a_broken_connection(runtime, survived, monkeypatch, caplog)
             raise DatabaseError(msg)
 
         monkeypatch.setattr(wrapper, "_close", broken_close)
-    assert "closing runtime database" in caplog.text
+        assert sessions(runtime, expected=1) == 1
+    assert sessions(runtime, expected=0) == 0
+    assert [record.getMessage() for record in caplog.records] == [
+        f"closing runtime database {route.alias!r} failed: DatabaseError"
+    ]
+    monkeypatch.undo()
+
+
+def test_teardown_when_even_the_drivers_close_fails(runtime, survived, monkeypatch, caplog):
+    """Django's close and the driver's both fail: logged, and the block still ends cleanly."""
+
+    class Unclosable:
+        """The driver's connection, whose close fails too."""
+
+        def __init__(self, real):
+            self.real = real
+
+        def close(self):
+            msg = "already gone"
+            raise OSError(msg)
+
+    with in_database(runtime) as route:
+        Item.objects.count()
+        wrapper = connections[route.alias]
+        real = wrapper.connection
+
+        def broken_close():
+            msg = "server closed the connection unexpectedly"
+            raise DatabaseError(msg)
+
+        monkeypatch.setattr(wrapper, "_close", broken_close)
+        wrapper.connection = Unclosable(real)
+    real.close()  # what the driver could not do, for the server's sake
+    assert [record.getMessage() for record in caplog.records] == [
+        f"closing runtime database {route.alias!r} failed: DatabaseError"
+    ]
     monkeypatch.undo()
 
 

@@ -16,12 +16,12 @@ from django.db import connections, router
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dynroute import DynrouteError, close_idle_connections, in_database
+from dynroute import DatabaseConfiguration, DynrouteError, close_idle_connections, in_database
 from dynroute._runtime import active_aliases
 from dynroute._settings import DatabaseSettings
 from dynroute._state import CURRENT
 from tests import figures
-from tests.runtime import SERVER
+from tests.runtime import BACKEND, SERVER
 from tests.testapp.models import Author, Item
 
 pytestmark = [
@@ -41,9 +41,8 @@ ENGINES = [
     "a..b",
 ]
 HYPOTHESIS = settings(
+    figures.HYPOTHESIS,
     max_examples=figures.HOSTILE_EXAMPLES,
-    deadline=None,
-    database=None,
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,
@@ -93,14 +92,35 @@ TYPED = {
 }
 
 
+#: Values a working configuration may have (OPTIONS the drivers accept, and so on).
+PLAUSIBLE = {
+    **TYPED,
+    "PORT": st.sampled_from([SERVER.get("PORT", "1"), "1"]),
+    "OPTIONS": st.one_of(
+        st.just({}),
+        st.fixed_dictionaries(
+            {"timeout" if BACKEND == "sqlite" else "connect_timeout": st.integers(1, 5)}
+        ),
+    ),
+    "TIME_ZONE": st.one_of(st.none(), st.just("UTC")),
+    "ATOMIC_REQUESTS": st.just(value=False),
+}
+
+
 @st.composite
-def configurations(draw, folder):
-    """A settings dict: mostly plausible, sometimes of the wrong type, rarely unknown keys."""
+def configurations(draw, folder, *, plausible=False):
+    """A settings dict: mostly plausible, sometimes of the wrong type, rarely unknown keys.
+
+    ``plausible``: a working ENGINE and well-typed values nine times in ten, so that
+    most dicts get past validation and a block is entered on them.
+    """
     config: dict[object, object] = {}
+    odds, typed = (9, PLAUSIBLE) if plausible else (3, TYPED)
     if draw(st.integers(0, 9)):
-        config["ENGINE"] = draw(st.sampled_from(ENGINES) if draw(st.integers(0, 4)) else values)
+        engines = st.sampled_from(ENGINES[:2] if plausible else ENGINES)
+        config["ENGINE"] = draw(engines if draw(st.integers(0, 4)) else values)
     for key in draw(st.lists(st.sampled_from(sorted(TYPED)), max_size=5, unique=True)):
-        config[key] = draw(TYPED[key] if draw(st.integers(0, 3)) else values)
+        config[key] = draw(typed[key] if draw(st.integers(0, odds)) else values)
     if draw(st.booleans()):
         config["PASSWORD"] = SECRET
     if not draw(st.integers(0, 9)):
@@ -161,10 +181,27 @@ def refused(error: BaseException) -> None:
     assert SECRET not in shown
 
 
-def nothing_left(before: set[str]) -> None:
-    """No route active, no alias registered beyond ``before``."""
-    close_idle_connections()  # reuse mode keeps idle aliases by design
-    leaked = CURRENT.get() is not None or set(connections.settings) != before or active_aliases()
+def kept_for_reuse(block) -> set[str]:
+    """The alias a block leaves registered on purpose: reuse mode, after a good block."""
+    target = getattr(block.route.policy, "target", None)
+    if not isinstance(target, DatabaseConfiguration):
+        return set()
+    options = target.settings["OPTIONS"]
+    reuse = target.settings["CONN_MAX_AGE"] != 0 and not options.get("pool")
+    return {target.alias} if reuse else set()
+
+
+def nothing_left(before: set[str], kept: set[str]) -> None:
+    """No route active, no alias registered beyond ``before`` but the ``kept`` idle ones.
+
+    Checked before idle connections are closed: a failed block must leave nothing,
+    reuse mode or not.
+    """
+    registered = set(connections.settings)
+    leaked = CURRENT.get() is not None or bool(registered - before - kept)
+    leaked = leaked or bool(set(active_aliases()) - kept - before)
+    close_idle_connections()
+    leaked = leaked or set(connections.settings) != before or bool(active_aliases())
     if leaked:
         figures.record("hostile_leaks")
     assert not leaked
@@ -184,21 +221,55 @@ def test_hostile_targets_flags_and_aliases(tmp_path):
         for name, strategy in (("read", flags), ("write", flags), ("alias", aliases)):
             if data.draw(st.booleans()):
                 kwargs[name] = data.draw(strategy, label=name)
-        before = set(connections.settings)
+        enter_hostile_block(target, kwargs)
+
+    attempt()
+
+
+def enter_hostile_block(target: object, kwargs: dict[str, object]) -> None:
+    """Build and enter a block: a documented refusal, or a block that routes and leaves."""
+    before = set(connections.settings)
+    kept: set[str] = set()
+    try:
         try:
-            try:
-                block = in_database(target, **kwargs)
-            except DynrouteError as error:
-                refused(error)
-                return
-            with block:
-                for model in (Item, Author):
-                    router.db_for_read(model)
-                    router.db_for_write(model)
+            block = in_database(target, **kwargs)
         except DynrouteError as error:
             refused(error)
-        finally:
-            nothing_left(before)
+            return
+        figures.record("hostile_built")
+        with block:
+            for model in (Item, Author):
+                router.db_for_read(model)
+                router.db_for_write(model)
+        figures.record("hostile_entered")
+        kept = kept_for_reuse(block)
+    except DynrouteError as error:
+        refused(error)
+    finally:
+        nothing_left(before, kept)
+
+
+def test_hostile_settings_dicts(tmp_path):
+    """Settings dicts with valid flags: most reach entry, the rest a documented refusal."""
+
+    @HYPOTHESIS
+    @given(data=st.data())
+    def attempt(data):
+        figures.record("hostile_inputs")
+        figures.record("hostile_dicts")
+        target = data.draw(configurations(tmp_path, plausible=True), label="settings")
+        kwargs = {}
+        for name in ("read", "write"):
+            if data.draw(st.booleans()):
+                kwargs[name] = data.draw(st.booleans(), label=name)
+        if data.draw(st.booleans()):
+            kwargs["alias"] = data.draw(
+                st.text(alphabet=string.ascii_lowercase, min_size=1, max_size=6).map(
+                    "hostile_dict_{}".format
+                ),
+                label="alias",
+            )
+        enter_hostile_block(target, kwargs)
 
     attempt()
 
@@ -267,6 +338,6 @@ def test_hostile_policies():
                         else:
                             assert isinstance(chosen, str)
         finally:
-            nothing_left(before)
+            nothing_left(before, set())
 
     attempt()

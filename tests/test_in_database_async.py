@@ -12,6 +12,7 @@ from django.db import router
 
 from dynroute import in_database
 from dynroute._state import CURRENT
+from dynroute.exceptions import UnknownDatabaseError
 from tests.helpers import cancel_once_ready
 from tests.testapp.models import Item
 
@@ -101,6 +102,21 @@ def test_concurrent_tasks_query_their_own_databases():
 
     for alias, counts in async_to_sync(main)():
         assert counts == [expected[alias]] * 3
+
+
+def test_async_with_checks_the_alias_on_entry_every_time_until_found():
+    """An unknown alias fails at ``async with``, naming it; a known one is checked once."""
+
+    async def main() -> None:
+        for _ in range(2):
+            with pytest.raises(UnknownDatabaseError, match="'missing'"):
+                async with in_database("missing"):
+                    pytest.fail("the body must not run")
+        block = in_database("other")
+        async with block, block:
+            assert router.db_for_read(Item) == "other"
+
+    asyncio.run(main())
 
 
 def test_the_route_follows_sync_to_async_and_async_to_sync():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import inspect
 import types
 
 import pytest
@@ -62,3 +63,10 @@ def test_the_package_is_typed():
     """py.typed ships with both packages, so type checkers read their annotations."""
     for package in ("dynroute", "dynamic_db_router"):
         assert importlib.resources.files(package).joinpath("py.typed").is_file()
+
+
+def test_help_shows_which_arguments_in_database_takes():
+    """help(in_database) shows unset options as <unset>, not an object's address."""
+    shown = str(inspect.signature(dynroute.in_database))
+    assert shown.count("= <unset>") == 4
+    assert "object at 0x" not in shown

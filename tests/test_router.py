@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from django.db import router
+from django.db import connection, router, transaction
 
 from dynroute import DynamicDbRouter, in_database
 from tests.testapp.models import Author, Book, Item
@@ -38,16 +38,6 @@ def test_the_routers_after_it_decide_what_no_block_routes(settings):
         assert router.db_for_write(Item) == "other"
 
 
-def test_an_object_is_saved_back_to_its_own_database_when_no_block_routes_writes():
-    """Django's instance hint applies when no block routes writes."""
-    Author.objects.using("other").create(name="Ada")
-    author = Author.objects.using("other").get()
-    author.name = "Ada L."
-    author.save()
-    assert Author.objects.using("other").get().name == "Ada L."
-    assert not Author.objects.using("default").exists()
-
-
 def test_a_write_route_beats_the_instance_hint():
     """Inside a write route, saving an object from elsewhere writes to the route."""
     Author.objects.using("default").create(name="Ada")
@@ -57,12 +47,39 @@ def test_a_write_route_beats_the_instance_hint():
     assert Author.objects.using("other").filter(name="Ada").exists()
 
 
-def test_new_objects_written_in_a_read_only_block_go_to_default():
-    """The old quickstart's promise: write=False writes still succeed, in default."""
+def test_an_object_read_in_a_read_only_block_is_saved_back_to_its_own_database():
+    """Without a write route, Django's instance hint sends a save where the object came from."""
+    Author.objects.using("other").create(name="Ada")
     with in_database("other"):
-        Item.objects.create(name="bad")
-    assert Item.objects.using("default").filter(name="bad").exists()
-    assert not Item.objects.using("other").exists()
+        author = Author.objects.get()
+        author.name = "Ada L."
+        author.save()
+    author.name = "Ada Lovelace"
+    author.save()  # after the block too
+    assert Author.objects.using("other").get().name == "Ada Lovelace"
+    assert not Author.objects.using("default").exists()
+
+
+@pytest.mark.django_db(databases=["default", "other"], transaction=True)
+def test_transactions_and_django_db_connection_stay_on_default_inside_a_block():
+    """atomic() and django.db.connection mean "default" inside a block, as the README warns.
+
+    So an atomic() rollback inside a write route to "other" keeps the row written
+    there; ``transaction.atomic(using=route.alias)`` is the way to cover it.
+    """
+    with in_database("other", write=True) as route:
+        assert connection.alias == "default"
+        with transaction.atomic():
+            assert transaction.get_connection().in_atomic_block
+            assert not transaction.get_connection(route.alias).in_atomic_block
+            Item.objects.create(name="kept despite the rollback")
+            transaction.set_rollback(True)
+        with transaction.atomic(using=route.alias):
+            Item.objects.create(name="rolled back")
+            transaction.set_rollback(True, using=route.alias)
+    assert list(Item.objects.using("other").values_list("name", flat=True)) == [
+        "kept despite the rollback"
+    ]
 
 
 def test_allow_relation_has_no_opinion():

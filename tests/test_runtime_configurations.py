@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import importlib
+import threading
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.conf import settings
-from django.db import connections, router
+from django.db import OperationalError, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
-from dynroute import DatabaseConfiguration, in_database
+from dynroute import DatabaseAlias, DatabaseConfiguration, in_database
 from dynroute._runtime import active_aliases
 from dynroute.exceptions import ConfigurationError, DatabaseConnectionError, InvalidTargetError
 from tests.runtime import minimal_settings, names, sessions
@@ -120,34 +123,62 @@ def test_route_alias_names_the_runtime_alias_for_using(runtime):
         assert Item.objects.count() == 0
 
 
-def test_a_chosen_alias_is_used(runtime):
+def test_a_chosen_alias_is_used(runtime, fresh_alias):
     """alias='tenant_42' registers the configuration under that name."""
-    with in_database(runtime, alias="tenant_42") as route:
-        assert route.alias == "tenant_42"
-        assert "tenant_42" in connections.databases
-    assert "tenant_42" not in connections.databases
+    name = fresh_alias("tenant_42")
+    with in_database(runtime, alias=name) as route:
+        assert route.alias == name
+        assert name in connections.databases
+    assert name not in connections.databases
 
 
-def test_a_chosen_alias_never_names_other_settings_once_connected(runtime, tmp_path):
+def test_a_chosen_alias_never_names_other_settings_once_connected(runtime, tmp_path, fresh_alias):
     """Once a block connected under alias=, other settings are refused that name."""
-    with in_database(runtime, alias="tenant_used"):
+    name = fresh_alias("tenant_used")
+    with in_database(runtime, alias=name):
         Item.objects.count()
     elsewhere = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "e.sqlite3")}
     before = dict(connections.databases)
-    with pytest.raises(ConfigurationError, match="'tenant_used' already names another"):
-        enter(in_database(elsewhere, alias="tenant_used"))
+    with pytest.raises(ConfigurationError, match=f"'{name}' already names another"):
+        enter(in_database(elsewhere, alias=name))
     assert connections.databases == before
-    with in_database(dict(runtime), alias="tenant_used"):  # the same settings: fine
+    with in_database(dict(runtime), alias=name):  # the same settings: fine
         Item.objects.count()
 
 
-def test_a_chosen_alias_that_never_connected_can_name_corrected_settings(runtime):
+def test_a_chosen_alias_that_never_connected_can_name_corrected_settings(runtime, fresh_alias):
     """A first attempt that failed to connect does not keep the name from the fix."""
+    name = fresh_alias("tenant_fixed")
     wrong = {**runtime, "NAME": "/nonexistent-dynroute/x.sqlite3", "HOST": "127.0.0.1", "PORT": "1"}
     with pytest.raises(DatabaseConnectionError):
-        enter(in_database(wrong, alias="tenant_fixed"))
-    with in_database(runtime, alias="tenant_fixed"):
+        enter(in_database(wrong, alias=name))
+    with in_database(runtime, alias=name):
         assert Item.objects.count() == 0
+
+
+def test_a_name_stays_bound_after_a_later_block_under_it_fails_to_connect(
+    runtime, tmp_path, fresh_alias, monkeypatch
+):
+    """A failed entry frees a name only if nothing ever connected under it.
+
+    Threads may still hold connections from the first block: other settings must
+    never get the name.
+    """
+    name = fresh_alias("tenant_flaky")
+    with in_database(runtime, alias=name):
+        Item.objects.count()
+
+    def refused(self):
+        msg = "the server went away"
+        raise OperationalError(msg)
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", refused)
+    with pytest.raises(DatabaseConnectionError):
+        enter(in_database(dict(runtime), alias=name))
+    monkeypatch.undo()
+    elsewhere = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "e.sqlite3")}
+    with pytest.raises(ConfigurationError, match="already names another"):
+        enter(in_database(elsewhere, alias=name))
 
 
 def enter(block) -> None:
@@ -192,6 +223,36 @@ def test_concurrent_blocks_on_one_configuration_share_one_alias(runtime):
     assert outer.route.alias not in connections.databases
 
 
+def test_a_nested_block_on_the_same_configuration_leaves_the_outer_connection_alone(runtime):
+    """Leaving an inner block on the same settings keeps the outer block's connection.
+
+    Closing it would lose what the outer block does in a transaction there.
+    """
+    with in_database(runtime, write=True) as route, transaction.atomic(using=route.alias):
+        Item.objects.create(name="before the inner block")
+        kept = connections[route.alias].connection
+        with in_database(dict(runtime)):
+            assert Item.objects.count() == 1
+        assert connections[route.alias].connection is kept
+        Item.objects.create(name="after the inner block")
+    assert names(runtime) == ["after the inner block", "before the inner block"]
+
+
+def test_database_alias_and_configuration_objects_are_entered_like_a_str_and_a_dict(runtime):
+    """The typed targets route exactly as the loose forms they stand for."""
+    seed(runtime, "r")
+    with in_database(DatabaseAlias("other"), write=True) as route:
+        assert route.alias == "other"
+        assert (router.db_for_read(Item), router.db_for_write(Item)) == ("other", "other")
+    configuration = DatabaseConfiguration(runtime)
+    with in_database(configuration, write=True) as route:
+        assert route.alias == configuration.alias
+        assert Item.objects.count() == 1
+        Item.objects.create(name="s")
+    assert names(runtime) == ["r", "s"]
+    assert configuration.alias not in connections.databases
+
+
 def test_the_connection_is_closed_at_exit_in_the_thread_that_opened_it(runtime):
     """After the block, no session to the runtime database is left open."""
     with in_database(runtime) as route:
@@ -231,9 +292,6 @@ def test_async_blocks_inside_async_to_sync(runtime):
 
 def test_work_started_inside_a_block_is_closed_when_the_alias_goes(runtime, caplog):
     """A thread that inherited the route and connected is closed at the last exit."""
-    import contextvars  # noqa: PLC0415
-    import threading  # noqa: PLC0415
-
     seed(runtime, "a")
     counted = []
     done = threading.Event()
@@ -244,7 +302,7 @@ def test_work_started_inside_a_block_is_closed_when_the_alias_goes(runtime, capl
         done.set()
         finish.wait(timeout=30)  # still running when the block exits
 
-    with in_database(runtime):
+    with in_database(runtime) as route:
         thread = threading.Thread(target=contextvars.copy_context().run, args=(work,))
         thread.start()
         try:
@@ -257,7 +315,43 @@ def test_work_started_inside_a_block_is_closed_when_the_alias_goes(runtime, capl
     thread.join()
     assert counted == [1]
     assert sessions(runtime, expected=0) == 0
-    assert "left open by another thread" in caplog.text
+    expected = (
+        f"closing a connection to runtime database {route.alias!r} left open by another "
+        "thread: work started inside a block should finish inside it"
+    )
+    assert [record.getMessage() for record in caplog.records] == [expected]
+
+
+def test_a_block_left_in_another_thread_than_it_entered_leaks_nothing(runtime):
+    """An ``async with`` entered under one thread's async_to_sync and left under another's.
+
+    The leaving thread never connected: nothing of its own to close, and its later
+    blocks still close their connection at their exit. The entering thread's
+    connection is closed when the alias goes.
+    """
+    block = in_database(runtime)
+    context = contextvars.copy_context()
+    errors: list[BaseException] = []
+
+    def in_another_thread() -> None:
+        try:
+            context.run(async_to_sync(block.__aexit__), None, None, None)
+            with in_database(runtime):
+                Item.objects.count()
+            assert sessions(runtime, expected=1) == 1  # the entering thread's, not its own
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    with in_database(runtime) as route:  # keeps the alias registered meanwhile
+        Item.objects.count()
+        context.run(async_to_sync(block.__aenter__))
+        assert sessions(runtime, expected=1) == 1  # one connection for this thread
+        thread = threading.Thread(target=in_another_thread)
+        thread.start()
+        thread.join()
+        assert errors == []
+    assert route.alias not in connections.databases
+    assert sessions(runtime, expected=0) == 0
 
 
 def test_no_session_is_left_after_many_sequential_blocks(runtime):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 
 import pytest
 from django.db import connections
+from django.db.backends.base import base
 
 from dynroute import close_idle_connections, in_database
 from dynroute._runtime import active_aliases
@@ -50,11 +52,12 @@ def test_close_idle_connections_closes_and_unregisters(reusing):
     assert close_idle_connections() == 1
     assert sessions(reusing, expected=0) == 0
     assert connections.databases == before
+    assert not hasattr(connections._connections, route.alias)  # no wrapper left behind
     assert close_idle_connections() == 0
 
 
 def test_idle_connections_in_other_threads_are_closed_too(reusing):
-    """A worker thread's idle connection is closed by a call from another thread.
+    """Workers' idle connections are closed by a call from another thread, with its own.
 
     The workers stay alive meanwhile, as a pool's threads wait for work: a thread
     that has ended drops its connections with its thread-local storage, whenever the
@@ -69,13 +72,15 @@ def test_idle_connections_in_other_threads_are_closed_too(reusing):
         idle.wait(timeout=30)
         stop.wait(timeout=30)
 
+    with in_database(reusing):  # this thread's, the first one registered
+        Item.objects.count()
     threads = [threading.Thread(target=worker) for _ in range(3)]
     for thread in threads:
         thread.start()
     try:
         idle.wait(timeout=30)
-        assert sessions(reusing, expected=3) == 3
-        assert close_idle_connections() == 3
+        assert sessions(reusing, expected=4) == 4
+        assert close_idle_connections() == 4
         assert sessions(reusing, expected=0) == 0
     finally:
         stop.set()
@@ -83,15 +88,43 @@ def test_idle_connections_in_other_threads_are_closed_too(reusing):
             thread.join()
 
 
-def test_the_number_of_idle_connections_is_bounded(reusing, settings):
+def test_lowering_the_bound_closes_as_many_as_needed_least_recent_first(
+    reusing, settings, fresh_alias, caplog
+):
+    """Three idle, then a bound of 1: the next exit closes the three oldest, and logs each."""
+    aliases = [fresh_alias("lower") for _ in range(4)]
+    for alias in aliases[:3]:
+        with in_database(reusing, alias=alias):
+            Item.objects.count()
+    settings.DYNROUTE_MAX_IDLE_CONNECTIONS = 1
+    with caplog.at_level(logging.DEBUG, logger="dynroute"), in_database(reusing, alias=aliases[3]):
+        Item.objects.count()
+    assert active_aliases() == {aliases[3]}
+    assert sessions(reusing, expected=1) == 1
+    assert [record.getMessage() for record in caplog.records] == [
+        f"closed idle runtime database {alias!r} (bound 1)" for alias in aliases[:3]
+    ]
+
+
+def test_a_bound_of_zero_keeps_nothing(reusing, settings):
+    """DYNROUTE_MAX_IDLE_CONNECTIONS = 0 is allowed: every connection closes at the last exit."""
+    settings.DYNROUTE_MAX_IDLE_CONNECTIONS = 0
+    with in_database(reusing):
+        Item.objects.count()
+    assert not active_aliases()
+    assert sessions(reusing, expected=0) == 0
+
+
+def test_the_number_of_idle_connections_is_bounded(reusing, settings, fresh_alias):
     """Beyond DYNROUTE_MAX_IDLE_CONNECTIONS, the least recently used is closed."""
-    with in_database(reusing, alias="reuse_first"):  # kept, under the default bound
+    first, second = fresh_alias("reuse_first"), fresh_alias("reuse_second")
+    with in_database(reusing, alias=first):  # kept, under the default bound
         Item.objects.count()
     settings.DYNROUTE_MAX_IDLE_CONNECTIONS = 1  # read again once changed
-    with in_database(reusing, alias="reuse_second"):
+    with in_database(reusing, alias=second):
         Item.objects.count()
-    assert active_aliases() == {"reuse_second"}
-    assert "reuse_first" not in connections.databases
+    assert active_aliases() == {second}
+    assert first not in connections.databases
     assert sessions(reusing, expected=1) == 1
 
 
@@ -109,16 +142,42 @@ def test_a_bad_idle_bound_is_refused_at_registration(reusing, settings, bound):
     assert not active_aliases()
 
 
-def test_an_obsolete_connection_is_replaced_on_entry(runtime):
+def test_an_obsolete_connection_is_replaced_on_entry(runtime, monkeypatch):
     """Django's own rule: past CONN_MAX_AGE, the next block connects afresh."""
     short = {**runtime, "CONN_MAX_AGE": 1}
     with in_database(short) as route:
         first = raw_connection(route.alias)
-    time.sleep(1.2)
+    with in_database(short):
+        assert raw_connection(route.alias) is first  # still young: kept
+
+    class TwoSecondsLater:
+        """The clock Django's connections read, moved past CONN_MAX_AGE."""
+
+        @staticmethod
+        def monotonic() -> float:
+            return time.monotonic() + 2
+
+    monkeypatch.setattr(base, "time", TwoSecondsLater)
     with in_database(short):
         second = raw_connection(route.alias)
     assert second is not first
     assert sessions(runtime, expected=1) == 1  # the obsolete one was closed
+
+
+def test_the_default_idle_bound_is_sixteen_connections(reusing, fresh_alias):
+    """Without DYNROUTE_MAX_IDLE_CONNECTIONS, 16 idle connections are kept, then LRU goes."""
+    aliases = [fresh_alias("idle") for _ in range(17)]
+    for alias in aliases[:16]:
+        with in_database(reusing, alias=alias):
+            Item.objects.count()
+    with in_database(reusing, alias=aliases[0]):  # now the most recently used
+        Item.objects.count()
+    assert active_aliases() == set(aliases[:16])
+    with in_database(reusing, alias=aliases[16]):
+        Item.objects.count()
+    assert active_aliases() == {aliases[0], *aliases[2:]}
+    assert sessions(reusing, expected=16) == 16
+    assert close_idle_connections() == 16
 
 
 def test_async_blocks_reuse_the_async_orms_connection(reusing):

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 import threading
+import unittest
 from pathlib import Path
+from typing import ClassVar
 
 import django
 import pytest
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.test import SimpleTestCase
 from django.test.testcases import DatabaseOperationForbidden
 
 from dynroute import _runtime, in_database
 from dynroute._runtime import active_aliases
-from dynroute.testing import guarding_test_case
+from dynroute.testing import RuntimeDatabasesMixin, guarding_test_case
+from tests.helpers import WatchedLock, wait_until
+from tests.runtime import sessions
 from tests.testapp.models import Item
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,18 +116,86 @@ def test_a_block_never_connects_before_the_test_case_allows_its_alias(
             errors.append(error)
 
     second = threading.Thread(target=second_block)
+    lock = WatchedLock()
     notify = _runtime._notify
 
     def notify_late(alias: str, *, active: bool) -> None:
         if active and not happened:
             second.start()
-            second.join(timeout=0.5)  # its chance to get in too early
+            # Its chance to get in too early: it either waits for the lock (right)
+            # or gets past it and runs its block to the end (the race).
+            wait_until(
+                lambda: lock.contended.is_set() or not second.is_alive(),
+                "the second block to wait for the registry lock or to finish",
+            )
             happened.append("told")
         notify(alias, active=active)
 
+    monkeypatch.setattr(_runtime, "_lock", lock)
     monkeypatch.setattr(_runtime, "_notify", notify_late)
     with in_database(runtime_database):
         Item.objects.exists()
         second.join()
     assert errors == []
     assert happened == ["told", "second block entered"]
+
+
+@pytest.mark.parametrize("how", ["a closure over a function", "a bound method", "a partial"])
+def test_no_test_case_is_found_behind_another_librarys_patch(monkeypatch, how):
+    """guarding_test_case() returns None when something else patched ensure_connection.
+
+    pytest-django's blocker, django-read-only and others wrap it too, with a bound
+    method, a closure over the function they wrap, or any callable.
+    """
+    real = BaseDatabaseWrapper.ensure_connection
+
+    class Blocker:
+        def ensure_connection(self, wrapper):
+            return real(wrapper)
+
+    def wrap(function):
+        def ensure_connection(self):
+            return function(self)
+
+        return ensure_connection
+
+    patched = {
+        "a closure over a function": wrap(real),
+        "a bound method": Blocker().ensure_connection,
+        "a partial": functools.partial(real),  # looked up, never called here
+    }[how]
+    monkeypatch.setattr(BaseDatabaseWrapper, "ensure_connection", patched)
+    assert guarding_test_case() is None
+
+
+def test_the_mixin_allows_runtime_blocks_and_closes_kept_connections_when_the_class_ends(
+    runtime_database, django_db_blocker
+):
+    """A Django test case with RuntimeDatabasesMixin, run here by unittest.
+
+    Inside: a block on a runtime configuration is allowed (its alias joins the class's
+    databases while the block is active). After the class: the connection kept for
+    reuse is closed and its alias unregistered.
+    """
+    reusing = {**runtime_database, "CONN_MAX_AGE": 60}
+    seen: list[object] = []
+
+    class TenantTests(RuntimeDatabasesMixin, SimpleTestCase):
+        databases: ClassVar[set[str]] = set()
+
+        def test_a_block_on_a_runtime_configuration(self) -> None:
+            with in_database(reusing) as route:
+                seen.append(Item.objects.count())
+                seen.append(route.alias in type(self).databases or guarding_test_case() is None)
+            seen.append(route.alias in type(self).databases)
+            seen.append(active_aliases() == {route.alias})  # kept for the next block
+
+    result = unittest.TestResult()
+    with django_db_blocker.unblock():
+        unittest.defaultTestLoader.loadTestsFromTestCase(TenantTests).run(result)
+    assert result.errors == []
+    assert result.failures == []
+    assert result.testsRun == 1
+    assert seen == [0, True, False, True]
+    assert not active_aliases()
+    assert sessions(reusing, expected=0) == 0
