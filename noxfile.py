@@ -6,6 +6,8 @@
 - ``lint``: ruff.
 - ``reliability``: the state machine, stress, fault and hostile-input suites at full
   size on PostgreSQL; prints the figures the README quotes.
+- ``mutation``: mutation testing of src/dynroute/ (mutmut), every mutant; prints the
+  score. ``mutation_sample``: a fixed sample of them, in CI.
 - ``bench``: the benchmark in quick mode, to keep it working (no figure is asserted).
 """
 
@@ -21,7 +23,7 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "typing", "tests", "reliability", "bench"]
+nox.options.sessions = ["lint", "typing", "tests", "reliability", "mutation_sample", "bench"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
@@ -109,6 +111,27 @@ def reliability(session: nox.Session) -> None:
         *session.posargs,
         env={"DYNROUTE_TEST_DB": "postgresql", "DYNROUTE_RELIABILITY": "full"},
     )
+
+
+@nox.session(python=LATEST_PYTHON)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of src/dynroute/ with mutmut: every mutant, on SQLite then PostgreSQL.
+
+    Prints the score and fails on a survivor not listed, with its reason, in
+    mutation/equivalents.toml. Arguments go to mutation/run.py (``-- --max-children 4``).
+    """
+    _install_project(session, LATEST_DJANGO, "test", "mutation")
+    session.run("python", "mutation/run.py", *session.posargs)
+
+
+@nox.session(python=LATEST_PYTHON)
+def mutation_sample(session: nox.Session) -> None:
+    """Mutation testing of a fixed sample of mutants: what CI runs of ``mutation``."""
+    _install_project(session, LATEST_DJANGO, "test", "mutation")
+    session.run("python", "mutation/run.py", "--sample", MUTATION_SAMPLE, *session.posargs)
+
+
+MUTATION_SAMPLE = "80"
 
 
 @nox.session(python=LATEST_PYTHON)
