@@ -8,15 +8,31 @@ target; any object with the two methods of :class:`RoutingPolicy` can be used in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, final
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict, final
 
 from dynroute._targets import DatabaseTarget, TargetLike, to_target
 from dynroute.exceptions import DynrouteError
 
 if TYPE_CHECKING:
     from django.db.models import Model
+    from typing_extensions import Unpack  # Unpack of a TypedDict for **kwargs: PEP 692
 
-__all__ = ["ReadOnly", "ReadWrite", "RoutingPolicy", "WriteOnly", "fixed_answers", "strategy_for"]
+__all__ = [
+    "ReadOnly",
+    "ReadWrite",
+    "RoutingHints",
+    "RoutingPolicy",
+    "WriteOnly",
+    "fixed_answers",
+    "strategy_for",
+]
+
+
+class RoutingHints(TypedDict, total=False):
+    """The hints Django passes a router's ``db_for_read`` and ``db_for_write``."""
+
+    #: The object being read through a relation or saved, when there is one.
+    instance: Model
 
 
 class RoutingPolicy(Protocol):
@@ -34,14 +50,20 @@ class RoutingPolicy(Protocol):
     for example ``instance`` when an object is saved.
 
     A policy is any object with these two methods; it need not inherit from anything.
-    It runs on every query, so it should be cheap and must not query a database.
+    Any Django database router is one, as Django's documentation writes them
+    (``def db_for_read(self, model, **hints)``, annotated or not), and so is the
+    positional-only form ``(self, model, /, **hints)``. It runs on every query, so it
+    should be cheap and must not query a database.
     """
 
-    def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ANN401 - Django's hints are untyped
+    # ``**hints`` is typed by its keys, not as ``**hints: Any``: a method taking any
+    # keyword could be called with ``model=``, which would make Django's own form,
+    # where ``model`` is not positional-only, incompatible for mypy.
+    def db_for_read(self, model: type[Model], /, **hints: Unpack[RoutingHints]) -> str | None:
         """Return the alias reads of ``model`` go to, or ``None`` for no opinion."""
         ...
 
-    def db_for_write(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ANN401 - Django's hints are untyped
+    def db_for_write(self, model: type[Model], /, **hints: Unpack[RoutingHints]) -> str | None:
         """Return the alias writes of ``model`` go to, or ``None`` for no opinion."""
         ...
 

@@ -22,6 +22,26 @@ class ReadsOnly:
         return None
 
 
+class AnswersInt:
+    """Not a policy: it answers a number, not an alias."""
+
+    def db_for_read(self, model: type[Model], **hints: Any) -> int:
+        return 0
+
+    def db_for_write(self, model: type[Model], **hints: Any) -> int:
+        return 0
+
+
+class TakesNoHints:
+    """Not a policy: Django calls it with hints (instance=...), which it refuses."""
+
+    def db_for_read(self, model: type[Model]) -> str | None:
+        return None
+
+    def db_for_write(self, model: type[Model]) -> str | None:
+        return None
+
+
 @in_database("replica")
 def count_rows(table: str) -> int:
     return len(table)
@@ -39,6 +59,9 @@ in_database()  # type: ignore[call-overload]  # misuse: neither target nor polic
 # Something that is not a policy as policy=.
 in_database(policy=ReadsOnly())  # type: ignore[call-overload]  # misuse: half a policy
 in_database(policy="replica")  # type: ignore[call-overload]  # misuse: a str as policy
+in_database(policy=object())  # type: ignore[call-overload]  # misuse: no methods at all
+in_database(policy=AnswersInt())  # type: ignore[call-overload]  # misuse: returns an int
+in_database(policy=TakesNoHints())  # type: ignore[call-overload]  # misuse: Django passes hints
 
 # A flag that is not a bool; flags are keyword-only.
 in_database("replica", read="yes")  # type: ignore[call-overload]  # misuse: a str flag
