@@ -72,7 +72,7 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
 
 DATABASES = _databases(BACKEND)
 DATABASE_ROUTERS = ["dynroute.DynamicDbRouter"]
-INSTALLED_APPS = ["django.contrib.contenttypes", "tests.testapp"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "dynroute", "tests.testapp"]
 SECRET_KEY = "dynroute-tests"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

@@ -15,6 +15,7 @@ django-dynamic-db-router.
 from __future__ import annotations
 
 from dynroute._block import InDatabase, Route, in_database
+from dynroute._current import current_alias, current_route
 from dynroute._policies import ReadOnly, ReadWrite, RoutingPolicy, WriteOnly
 from dynroute._router import DynamicDbRouter
 from dynroute._runtime import close_idle_connections
@@ -34,5 +35,7 @@ __all__ = [
     "RoutingPolicy",
     "WriteOnly",
     "close_idle_connections",
+    "current_alias",
+    "current_route",
     "in_database",
 ]

@@ -14,6 +14,7 @@ import inspect
 import logging
 import sys
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
@@ -28,6 +29,7 @@ from typing import (
     overload,
 )
 
+from django.core.signals import setting_changed
 from django.db import connections
 
 from dynroute import _runtime
@@ -39,6 +41,7 @@ from dynroute._policies import (
     fixed_answers,
     strategy_for,
 )
+from dynroute._router import forget_router_check, require_router
 from dynroute._state import ASK, Answer, Frame, get_frame, pop, push, set_frame
 from dynroute._targets import (
     DatabaseConfiguration,
@@ -111,7 +114,16 @@ class InDatabase(Generic[_AliasT_co]):
     ``InDatabase[str]`` is a block with a target; bare ``InDatabase`` is any block.
     """
 
-    __slots__ = ("_ask", "_read", "_route", "_runtime", "_setup", "_top_frame", "_write")
+    __slots__ = (
+        "__weakref__",
+        "_ask",
+        "_read",
+        "_route",
+        "_runtime",
+        "_setup",
+        "_top_frame",
+        "_write",
+    )
 
     def __init__(self, policy: RoutingPolicy) -> None:
         """Route by ``policy``. Use :func:`in_database`."""
@@ -123,10 +135,11 @@ class InDatabase(Generic[_AliasT_co]):
             target, read, write = None, ASK, ASK
         else:
             target, read, write = fixed
-        # What entering must do before routing: check that a configured alias exists
-        # (once: Django does not support removing a database at run time), or set up
-        # a runtime configuration (every time), or nothing (a custom policy).
-        self._setup: DatabaseTarget | None = target
+        # Whether entering must do something before routing: check that dynroute's
+        # router is installed and that a configured alias exists (once: Django does
+        # not support removing a database at run time; again after DATABASE_ROUTERS
+        # changes), or set up a runtime configuration (every time).
+        self._setup = True
         self._runtime = target if type(target) is DatabaseConfiguration else None
         self._read = read
         self._write = write
@@ -156,7 +169,7 @@ class InDatabase(Generic[_AliasT_co]):
             DatabaseConnectionError: A runtime configuration's database cannot be
                 reached; nothing is left registered.
         """
-        if self._setup is not None:
+        if self._setup:
             self._set_up()
         # The body of _state.push, inlined: this runs on every entry.
         parent = get_frame()
@@ -173,7 +186,8 @@ class InDatabase(Generic[_AliasT_co]):
         return self._route
 
     def _set_up(self) -> None:
-        """Check the alias (the first time) or register the runtime configuration."""
+        """Check the router and the alias (the first time), or register the configuration."""
+        require_router()
         if self._runtime is not None:
             _runtime.enter(self._runtime)
             return
@@ -181,7 +195,8 @@ class InDatabase(Generic[_AliasT_co]):
         if alias is not None and alias not in connections.settings:
             _unknown_alias(alias)
         # Blocks are shared by threads: every thread that gets here writes the same.
-        self._setup = None
+        self._setup = False
+        _CHECKED.add(self)
 
     def __exit__(
         self,
@@ -234,8 +249,9 @@ class InDatabase(Generic[_AliasT_co]):
                 reached; nothing is left registered.
         """
         if self._runtime is not None:
+            require_router()
             await _runtime.aenter(self._runtime)
-        elif self._setup is not None:
+        elif self._setup:
             self._set_up()
         push(self, self._read, self._write, self._ask)
         return self._route
@@ -306,6 +322,22 @@ class InDatabase(Generic[_AliasT_co]):
                 return await func(*args, **kwargs)
 
         return routed
+
+
+#: Blocks whose router and alias checks have passed, to be checked again on their next
+#: entry when DATABASE_ROUTERS changes (a test's override_settings, for example).
+_CHECKED: weakref.WeakSet[InDatabase[Any]] = weakref.WeakSet()
+
+
+def _recheck_blocks(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001 - a signal receiver
+    if setting == "DATABASE_ROUTERS":
+        forget_router_check()
+        for block in list(_CHECKED):
+            block._setup = True  # noqa: SLF001 - a block of this module
+        _CHECKED.clear()
+
+
+setting_changed.connect(_recheck_blocks, dispatch_uid="dynroute._block._recheck_blocks")
 
 
 def _unknown_alias(alias: str) -> NoReturn:

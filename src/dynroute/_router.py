@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.db import router
+
 from dynroute._state import decide_read, decide_write
+from dynroute.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from django.db.models import Model
 
-__all__ = ["DynamicDbRouter"]
+__all__ = ["DynamicDbRouter", "forget_router_check", "installed", "require_router"]
 
 
 class DynamicDbRouter:
@@ -53,3 +58,42 @@ class DynamicDbRouter:
     ) -> bool | None:
         """Have no opinion on migrations: ``None``. Blocks do not route migrations."""
         return None
+
+
+def installed(routers: Iterable[object]) -> bool:
+    """Return whether ``routers`` (Django's router instances) include dynroute's."""
+    return any(isinstance(each, DynamicDbRouter) for each in routers)
+
+
+#: Whether dynroute's router is in DATABASE_ROUTERS, or None: not known since the
+#: setting last changed.
+_installed: bool | None = None
+
+
+def require_router() -> None:
+    """Refuse to route a block that no router would read.
+
+    Without dynroute's router in ``DATABASE_ROUTERS``, Django never asks the route
+    stack, and every query of a block goes where it would without the block.
+
+    Raises:
+        ConfigurationError: ``DATABASE_ROUTERS`` does not include ``DynamicDbRouter``.
+    """
+    global _installed  # noqa: PLW0603 - one answer per value of the setting
+    if _installed is None:
+        _installed = installed(router.routers)
+    if not _installed:
+        msg = (
+            "in_database() routes through dynroute's router, which is not in "
+            "settings.DATABASE_ROUTERS: every query of the block would go where it goes "
+            'without it. Add "dynroute.DynamicDbRouter" to DATABASE_ROUTERS, first '
+            "unless another router must decide before it: "
+            'DATABASE_ROUTERS = ["dynroute.DynamicDbRouter", ...].'
+        )
+        raise ConfigurationError(msg)
+
+
+def forget_router_check() -> None:
+    """Check ``DATABASE_ROUTERS`` again at the next :func:`require_router`."""
+    global _installed  # noqa: PLW0603 - see require_router
+    _installed = None

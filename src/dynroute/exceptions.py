@@ -11,7 +11,7 @@ derives from it too, so existing ``except`` clauses keep working::
         ├── UnknownDatabaseError    (+ ConnectionDoesNotExist)
         │                                              an alias that is not configured
         ├── ConfigurationError      (+ ImproperlyConfigured)
-        │                                              a runtime configuration refused
+        │                                              no router, or a configuration refused
         ├── DatabaseConnectionError (+ django.db.OperationalError)
         │                                              a runtime database unreachable
         └── RouteStateError         (+ RuntimeError)   a block left where it is not active
@@ -63,7 +63,11 @@ class UnknownDatabaseError(DynrouteError, ConnectionDoesNotExist):
 
 
 class ConfigurationError(DynrouteError, ImproperlyConfigured):
-    """A runtime database configuration cannot be set up as given."""
+    """Settings keep a block from routing as asked.
+
+    Raised on entry when ``DATABASE_ROUTERS`` lacks dynroute's router, and when a
+    runtime database configuration cannot be set up as given.
+    """
 
 
 class DatabaseConnectionError(DynrouteError, OperationalError):

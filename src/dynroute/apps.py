@@ -1,0 +1,25 @@
+"""The optional Django app: add ``"dynroute"`` to ``INSTALLED_APPS`` for its system checks.
+
+dynroute works without it; installed, ``manage.py check`` reports a router that is
+missing from ``DATABASE_ROUTERS`` or placed where it never decides.
+"""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core import checks
+
+from dynroute.checks import check_routers
+
+__all__ = ["DynrouteConfig"]
+
+
+class DynrouteConfig(AppConfig):
+    """dynroute as an installed app: it has no models, only system checks."""
+
+    name = "dynroute"
+    verbose_name = "dynroute"
+
+    def ready(self) -> None:
+        """Register the system checks."""
+        checks.register(check_routers)

@@ -1,0 +1,92 @@
+"""System checks of dynroute's place in ``DATABASE_ROUTERS`` (``manage.py check``).
+
+Registered when ``"dynroute"`` is in ``INSTALLED_APPS``:
+
+- ``dynroute.E001``: dynroute's router is not in ``DATABASE_ROUTERS``, so blocks
+  route nothing;
+- ``dynroute.W002``: a router placed before dynroute's answers for every model, in
+  one direction or both, so blocks never decide that direction.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.apps import apps as installed_apps
+from django.core import checks
+from django.db import router
+
+from dynroute._router import DynamicDbRouter
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from django.db.models import Model
+
+__all__ = ["check_routers"]
+
+_ADD = 'DATABASE_ROUTERS = ["dynroute.DynamicDbRouter", ...]'
+
+
+def check_routers(
+    app_configs: Sequence[object] | None = None,  # noqa: ARG001 - a check's signature
+    **kwargs: object,  # noqa: ARG001
+) -> list[checks.CheckMessage]:
+    """Report a missing dynroute router, or one that routers before it always overrule."""
+    routers: list[object] = list(router.routers)
+    position = next(
+        (index for index, each in enumerate(routers) if isinstance(each, DynamicDbRouter)),
+        None,
+    )
+    if position is None:
+        return [
+            checks.Error(
+                "dynroute's router is not in DATABASE_ROUTERS: in_database() blocks "
+                "would route no query (entering one raises ConfigurationError).",
+                hint=f'Add "dynroute.DynamicDbRouter" to DATABASE_ROUTERS: {_ADD}.',
+                id="dynroute.E001",
+            )
+        ]
+    models = installed_apps.get_models()
+    return [
+        warning
+        for earlier in routers[:position]
+        if (warning := _overruling(earlier, models)) is not None
+    ]
+
+
+def _overruling(earlier: object, models: Sequence[type[Model]]) -> checks.Warning | None:
+    """Warn if ``earlier`` answers for every model in a direction, else ``None``."""
+    if not models:
+        return None
+    directions = [
+        direction
+        for direction, method in (("reads", "db_for_read"), ("writes", "db_for_write"))
+        if all(_answers(earlier, method, model) for model in models)
+    ]
+    if not directions:
+        return None
+    name = f"{type(earlier).__module__}.{type(earlier).__qualname__}"
+    which = " and ".join(directions)
+    return checks.Warning(
+        f"{name} comes before dynroute's router in DATABASE_ROUTERS and decides the "
+        f"{which} of every model: in_database() blocks never route them.",
+        hint=(
+            f'Move "dynroute.DynamicDbRouter" before {name}: Django asks routers in '
+            "order, and dynroute's has no opinion outside blocks, so the other router "
+            "still decides there."
+        ),
+        obj=name,
+        id="dynroute.W002",
+    )
+
+
+def _answers(earlier: object, method: str, model: type[Model]) -> bool:
+    """Whether ``earlier``'s ``method`` gives an alias for ``model`` outside any block."""
+    decide = getattr(earlier, method, None)
+    if decide is None:
+        return False
+    try:
+        return bool(decide(model))
+    except Exception:  # noqa: BLE001 - a router that needs hints must not break `check`
+        return False
