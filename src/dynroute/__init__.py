@@ -20,6 +20,7 @@ from dynroute._policies import ReadOnly, ReadWrite, RoutingPolicy, WriteOnly
 from dynroute._router import DynamicDbRouter
 from dynroute._runtime import close_idle_connections
 from dynroute._targets import DatabaseAlias, DatabaseConfiguration, DatabaseTarget
+from dynroute._transactions import atomic, on_commit
 from dynroute.exceptions import DynrouteError
 
 __all__ = [
@@ -34,8 +35,10 @@ __all__ = [
     "Route",
     "RoutingPolicy",
     "WriteOnly",
+    "atomic",
     "close_idle_connections",
     "current_alias",
     "current_route",
     "in_database",
+    "on_commit",
 ]

@@ -333,7 +333,8 @@ def _recheck_blocks(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001 
     if setting == "DATABASE_ROUTERS":
         forget_router_check()
         for block in list(_CHECKED):
-            block._setup = True  # noqa: SLF001 - a block of this module
+            # A block of this module, re-armed from the receiver connected below.
+            block._setup = True  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
         _CHECKED.clear()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.db import router
 
@@ -26,7 +26,9 @@ def current_route() -> Route[str | None] | None:
         return None
     owner = frame[0]
     # Only blocks push frames; the check keeps the type honest at no measurable cost.
-    return owner.route if isinstance(owner, InDatabase) else None
+    if not isinstance(owner, InDatabase):
+        return None
+    return cast("InDatabase[str | None]", owner).route
 
 
 def current_alias(model: type[Model], *, write: bool = False) -> str:

@@ -6,9 +6,11 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from django.db.models import Model
+from django.db.transaction import Atomic
 from typing_extensions import assert_never, assert_type
 
 import dynamic_db_router
+import dynroute
 from dynroute import (
     DatabaseAlias,
     DatabaseConfiguration,
@@ -115,3 +117,21 @@ def describe(target: DatabaseTarget) -> str:
             return alias
         case _:
             assert_never(target)
+
+
+# dynroute.atomic and on_commit have Django's signatures.
+@dynroute.atomic
+def _bare(x: int) -> str:
+    return str(x)
+
+
+@dynroute.atomic(durable=True)
+def _with_arguments(x: int) -> str:
+    return str(x)
+
+
+assert_type(_bare(1), str)
+assert_type(_with_arguments(1), str)
+assert_type(dynroute.atomic(), Atomic)
+assert_type(dynroute.atomic("other", savepoint=False), Atomic)
+assert_type(dynroute.on_commit(lambda: None, robust=True), None)

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.db.models import Model
 
+import dynroute
 from dynroute import DatabaseAlias, ReadOnly, in_database
 
 
@@ -89,3 +90,8 @@ class Custom:
 def a_custom_policys_alias_may_be_none() -> None:
     with in_database(policy=Custom()) as route:
         len(route.alias)  # type: ignore[arg-type]  # misuse: the alias may be None
+
+
+# dynroute.atomic: Django's argument types.
+dynroute.atomic(using=1)  # type: ignore[call-overload]  # misuse: an int alias
+dynroute.on_commit(count_rows)  # type: ignore[arg-type]  # misuse: a callback taking arguments

@@ -1,0 +1,134 @@
+"""``atomic`` and ``on_commit`` that follow the route: ``using=None`` is where writes go.
+
+Django's ``transaction.atomic()`` and ``on_commit()`` never ask a router (Django
+ticket #32788): without ``using=``, they work on ``"default"``, whatever the block
+says, so a transaction around writes routed elsewhere protects nothing. These take
+the same arguments and behave the same, except that ``using=None`` means the database
+the enclosing ``in_database`` block sends writes to.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from django.db import DEFAULT_DB_ALIAS, transaction
+
+from dynroute._state import ASK, get_frame
+from dynroute.exceptions import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+
+__all__ = ["atomic", "on_commit", "write_alias"]
+
+_C = TypeVar("_C", bound="Callable[..., Any]")
+
+
+def write_alias(function: str) -> str:
+    """Return the alias writes go to here, now, for a call of ``function(using=None)``.
+
+    The write alias of the innermost block that routes writes; ``"default"`` outside
+    every block, or where no block routes writes (Django's own rule).
+
+    Raises:
+        UsageError: A custom policy decides the writes here, per model: there is no
+            single database to name.
+    """
+    frame = get_frame()
+    if frame is None:
+        return DEFAULT_DB_ALIAS
+    answer = frame[2]
+    if answer is ASK:
+        msg = (
+            f"{function}(using=None) inside in_database(policy=...) cannot tell which "
+            "database the block writes to: its policy decides per model. Pass "
+            f'{function}(using=route.alias) or {function}(using="...").'
+        )
+        raise UsageError(msg)
+    return DEFAULT_DB_ALIAS if answer is None else answer
+
+
+class _RoutedAtomic(transaction.Atomic):
+    """Django's ``Atomic``, on the database of the route where it is entered."""
+
+    def __init__(self, using: str | None, savepoint: bool, durable: bool) -> None:  # noqa: FBT001 - Django's signature
+        super().__init__(using, savepoint, durable)
+        self._given = using
+        self._durable = durable
+        # The alias of each active entry, innermost last: one object may be entered
+        # again inside itself, under another route.
+        self._entered: list[str] = []
+
+    def _recreate_cm(self) -> _RoutedAtomic:
+        # A decorated function's calls each resolve the route in force at the call,
+        # and calls in several threads must not share the list of entries.
+        return _RoutedAtomic(self._given, self.savepoint, self._durable)
+
+    def __enter__(self) -> None:
+        alias = self._given if self._given is not None else write_alias("atomic")
+        self._entered.append(alias)
+        self.using = alias
+        super().__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        self.using = self._entered.pop()
+        super().__exit__(exc_type, exc_value, exc_tb)
+
+
+@overload
+def atomic(using: _C) -> _C: ...
+
+
+@overload
+def atomic(
+    using: str | None = None,
+    savepoint: bool = True,  # noqa: FBT001, FBT002 - Django's signature
+    durable: bool = False,  # noqa: FBT001, FBT002
+) -> transaction.Atomic: ...
+
+
+def atomic(
+    using: str | Callable[..., Any] | None = None,
+    savepoint: bool = True,  # noqa: FBT001, FBT002 - Django's signature
+    durable: bool = False,  # noqa: FBT001, FBT002
+) -> transaction.Atomic | Callable[..., Any]:
+    """Django's ``transaction.atomic``, on the database the block sends writes to.
+
+    Everything is as in Django (a context manager and a decorator, with or without
+    parentheses; nesting makes savepoints; ``durable=True`` refuses to nest), except
+    what ``using=None`` means: the write alias of the enclosing ``in_database``
+    block, resolved each time the block or the decorated function is entered;
+    ``"default"`` outside every block or where no block routes writes. ::
+
+        with in_database("archive", write=True), dynroute.atomic():
+            Order.objects.create(...)    # rolled back in "archive" on an exception
+
+    Raises:
+        UsageError: On entry with ``using=None``, inside a custom policy's block:
+            the policy decides writes per model, so name the database.
+    """
+    if callable(using):
+        # Bare decorator: @atomic; "using" is the function.
+        return _RoutedAtomic(None, savepoint, durable)(using)
+    return _RoutedAtomic(using, savepoint, durable)
+
+
+def on_commit(func: Callable[[], object], using: str | None = None, robust: bool = False) -> None:  # noqa: FBT001, FBT002 - Django's signature
+    """Django's ``transaction.on_commit``, on the database the block sends writes to.
+
+    ``func`` runs when the transaction of that database commits (at once if none is
+    open there), and not at all if it rolls back; with ``robust=True`` an exception
+    from ``func`` is logged instead of raised. ``using=None`` means what it means for
+    :func:`atomic`.
+
+    Raises:
+        UsageError: ``using=None`` inside a custom policy's block.
+    """
+    alias = using if using is not None else write_alias("on_commit")
+    transaction.on_commit(func, using=alias, robust=robust)
