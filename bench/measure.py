@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import copy
 import gc
 import json
@@ -91,7 +92,9 @@ def setup(folder: Path, *, postgres: bool) -> dict[str, dict[str, Any]]:
         runtime["pg"] = {**PG_SERVER, "NAME": PG_DATABASES[1]}
     settings.configure(
         DATABASES=databases,
-        DATABASE_ROUTERS=[],
+        # Each variant sets router.routers to its own router; dynroute checks the
+        # setting when a block is first entered.
+        DATABASE_ROUTERS=["dynroute.DynamicDbRouter"],
         INSTALLED_APPS=["benchapp"],
         USE_TZ=True,
         DEFAULT_AUTO_FIELD="django.db.models.AutoField",
@@ -223,6 +226,31 @@ def build_variants(runtime: dict[str, dict[str, Any]]) -> dict[str, dict[str, Ru
 
         return run_routed
 
+    def hooked_query(state: str) -> Run:
+        """A routed count() on SQLite: without the write hook, with it, or preventing."""
+        from django.db import connections  # noqa: PLC0415
+
+        from dynroute import _writes  # noqa: PLC0415
+
+        block = dynroute.in_database("other")
+        scope = dynroute.prevent_writes() if state == "preventing" else contextlib.nullcontext()
+
+        def run(n: int) -> int:
+            use_router("dynroute")
+            _writes.install_everywhere()
+            wrappers = connections["other"].execute_wrappers
+            if state == "before":
+                wrappers[:] = [w for w in wrappers if w is not _writes._hook]  # noqa: SLF001
+            else:
+                _writes.install(connections["other"])
+            count = 0
+            with block, scope:
+                for _ in range(n):
+                    count = Item.objects.count()
+            return count
+
+        return run
+
     def async_query(alias: str, impl: str | None) -> Run:
         async def using(n: int) -> int:
             count = 0
@@ -284,6 +312,7 @@ def build_variants(runtime: dict[str, dict[str, Any]]) -> dict[str, dict[str, Ru
             "dynroute": query("other", "dynroute"),
             "original": query("other", "original"),
         },
+        "write_hook": {state: hooked_query(state) for state in ("before", "hooked", "preventing")},
         "async_sqlite": {
             "using": async_query("other", None),
             "dynroute": async_query("other", "dynroute"),
@@ -316,6 +345,7 @@ PLAN: dict[str, tuple[int, int, str]] = {
     "new_block": (2000, 301, "cpu"),
     "router_decision": (2000, 301, "cpu"),
     "orm_sqlite": (100, 201, "cpu"),
+    "write_hook": (100, 201, "cpu"),
     "orm_pg": (300, 21, "wall"),
     "async_sqlite": (200, 15, "wall"),
     "runtime_sqlite": (200, 11, "wall"),
@@ -323,6 +353,7 @@ PLAN: dict[str, tuple[int, int, str]] = {
 }
 EXPECTED = {
     "orm_sqlite": COUNTS["other"],
+    "write_hook": COUNTS["other"],
     "orm_pg": COUNTS["pg"],
     "async_sqlite": COUNTS["other"],
     "runtime_sqlite": COUNTS["rt_sqlite"],

@@ -46,6 +46,12 @@ COUNTED = {
     "new_block": 20000,
     "router_decision": 20000,
     "orm_sqlite": 2000,
+    "write_hook": 2000,
+}
+# the variants each counted measure compares
+COUNTED_VARIANTS = {
+    "orm_sqlite": ["using", "dynroute", "original"],
+    "write_hook": ["before", "hooked", "preventing"],
 }
 LABELS = {
     "enter_exit_read": "enter + exit a block, read-only (block built once)",
@@ -55,6 +61,7 @@ LABELS = {
     "orm_sqlite": "`Item.objects.count()` on SQLite",
     "orm_pg": "`Item.objects.count()` on PostgreSQL",
     "async_sqlite": "`await Item.objects.acount()` on SQLite",
+    "write_hook": "routed `Item.objects.count()` on SQLite",
     "runtime_sqlite": "SQLite",
     "runtime_pg": "PostgreSQL",
 }
@@ -128,12 +135,7 @@ def count_instructions() -> dict[str, dict[str, float]]:
     """Instructions per operation, for the CPU-bound measures."""
     jobs = {"base": ("enter_exit_read/dynroute", 0)}
     for measure_name, n in COUNTED.items():
-        variants = (
-            ["using", "dynroute", "original"]
-            if measure_name == "orm_sqlite"
-            else ["dynroute", "original"]
-        )
-        for variant in variants:
+        for variant in COUNTED_VARIANTS.get(measure_name, ["dynroute", "original"]):
             jobs[f"{measure_name}/{variant}"] = (f"{measure_name}/{variant}", n)
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         totals = dict(
@@ -213,6 +215,12 @@ INTRO = {
         "The same query, routed by a block or sent with `.using()` outside any block "
         "(SQLite: CPU time; PostgreSQL and async: wall-clock time); ratios as above."
     ),
+    "write_hook": (
+        'The same routed query (CPU time; ratios to "before" as above): before any '
+        "`prevent_writes()` (no hook on the connection); with the hook every connection "
+        "gets at the first use, nothing prevented; and inside `prevent_writes()`, where "
+        "each statement is classified."
+    ),
     "runtime": (
         "Blocks per second (wall-clock; median time per block in brackets). Teardown, the "
         "default: connect and close in every block. Reuse: `CONN_MAX_AGE` set, the "
@@ -291,6 +299,36 @@ def query_table(runs: list[dict[str, Any]], counts: dict[str, dict[str, float]])
     return lines
 
 
+def write_hook_table(runs: list[dict[str, Any]], counts: dict[str, dict[str, float]]) -> list[str]:
+    variants = combine(runs)["write_hook"]["variants"]
+    hooked = ratio_text(paired(runs, "write_hook", "hooked", "before"), 3)
+    preventing = ratio_text(paired(runs, "write_hook", "preventing", "before"), 3)
+    lines = [
+        "### Write prevention",
+        "",
+        INTRO["write_hook"],
+        "",
+        "| query | no hook (before) | hook, nothing prevented | inside `prevent_writes()` |",
+        "|---|---|---|---|",
+        (
+            f"| {LABELS['write_hook']} | {spread(variants['before'])} | "
+            f"{spread(variants['hooked'])}: {hooked} | {spread(variants['preventing'])}: "
+            f"{preventing} |"
+        ),
+    ]
+    if "write_hook" in counts:
+        c = counts["write_hook"]
+        lines += [
+            "",
+            (
+                f"Instructions per `count()`: before {c['before']:,.0f}, hook with nothing "
+                f"prevented {c['hooked']:,.0f} (**{c['hooked'] / c['before']:.4f}x**), "
+                f"preventing {c['preventing']:,.0f} ({c['preventing'] / c['before']:.4f}x)."
+            ),
+        ]
+    return lines
+
+
 def runtime_table(runs: list[dict[str, Any]]) -> list[str]:
     results = combine(runs)
 
@@ -344,6 +382,18 @@ def verdicts(runs: list[dict[str, Any]], counts: dict[str, dict[str, float]]) ->
             c["dynroute"] / c["using"],
             1.02,
         )
+    check(
+        "routed `count()`, write hook installed, nothing prevented / before, time",
+        paired(runs, "write_hook", "hooked", "before")[0],
+        1.01,
+    )
+    if "write_hook" in counts:
+        c = counts["write_hook"]
+        check(
+            "routed `count()`, write hook installed, nothing prevented / before, instructions",
+            c["hooked"] / c["before"],
+            1.01,
+        )
     if "runtime_pg" in results:
         speedup = paired(runs, "runtime_pg", "dynroute", "dynroute_reuse")[0]
         check(
@@ -387,7 +437,15 @@ def main() -> int:
     if not arguments.quick and not arguments.no_instructions and shutil.which("valgrind"):
         print("counting instructions with valgrind (a few minutes) ...")
         counts = count_instructions()
-    report = [*micro_table(runs, counts), "", *query_table(runs, counts), "", *runtime_table(runs)]
+    report = [
+        *micro_table(runs, counts),
+        "",
+        *query_table(runs, counts),
+        "",
+        *write_hook_table(runs, counts),
+        "",
+        *runtime_table(runs),
+    ]
     command = "python3 bench/run.py" + (" --quick" if arguments.quick else "")
     scope = "quick: 3 rounds, few operations" if arguments.quick else f"{len(runs)} processes"
     now = dt.datetime.now(dt.timezone.utc)

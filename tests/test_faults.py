@@ -8,6 +8,7 @@ three after every test).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 
 import pytest
@@ -282,6 +283,46 @@ def test_teardown_when_even_the_drivers_close_fails(runtime, survived, monkeypat
         f"closing runtime database {route.alias!r} failed: DatabaseError"
     ]
     monkeypatch.undo()
+
+
+def test_teardown_of_another_threads_connection_whose_close_fails(runtime, survived, caplog):
+    """A thread's connection left open in a block: closed at the end, a failure logged."""
+
+    class Unclosable:
+        """The driver's connection, whose close fails."""
+
+        def __init__(self, real):
+            self.real = real
+
+        def close(self):
+            msg = "already gone"
+            raise OSError(msg)
+
+    opened, done = threading.Event(), threading.Event()
+    reals = []
+
+    def work() -> None:
+        Item.objects.count()  # inherits the route: opens the thread's own connection
+        wrapper = connections[route.alias]
+        reals.append(wrapper.connection)
+        wrapper.connection = Unclosable(wrapper.connection)
+        opened.set()
+        assert done.wait(timeout=30)
+
+    with in_database(runtime) as route:
+        worker = threading.Thread(target=contextvars.copy_context().run, args=(work,))
+        worker.start()
+        assert opened.wait(timeout=30)
+    done.set()
+    worker.join(timeout=30)
+    reals[0].close()  # what the driver could not do, for the server's sake
+    assert [record.getMessage() for record in caplog.records] == [
+        (
+            f"closing a connection to runtime database {route.alias!r} left open by another "
+            "thread: work started inside a block should finish inside it"
+        ),
+        f"closing runtime database {route.alias!r} failed: OSError",
+    ]
 
 
 def kill(wrapper: BaseDatabaseWrapper) -> None:

@@ -366,6 +366,18 @@ def test_an_engine_that_cannot_be_loaded(fresh_alias, length):
     )
 
 
+def test_an_engine_whose_import_fails_is_quoted_up_to_500_characters(fresh_alias):
+    """The import error's own text is shown, cut at 500 characters."""
+    name = fresh_alias("engine")
+    reason = "this backend cannot start: " + "the reason goes on " * 40
+    with pytest.raises(ConfigurationError) as caught:
+        enter(in_database({**SQLITE, "ENGINE": "tests.broken_backend"}, alias=name))
+    assert str(caught.value) == (
+        f"Cannot load ENGINE 'tests.broken_backend' of runtime database '{name}': "
+        f"RuntimeError: {reason[:500]}"
+    )
+
+
 def test_a_database_that_cannot_be_reached(fresh_alias):
     """Names the alias, NAME, HOST and PORT, and the driver's reason without secrets."""
     name = fresh_alias("down")

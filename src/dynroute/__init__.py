@@ -21,6 +21,7 @@ from dynroute._router import DynamicDbRouter
 from dynroute._runtime import close_idle_connections
 from dynroute._targets import DatabaseAlias, DatabaseConfiguration, DatabaseTarget
 from dynroute._transactions import atomic, on_commit
+from dynroute._writes import PreventWrites, prevent_writes
 from dynroute.exceptions import DynrouteError
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "DynamicDbRouter",
     "DynrouteError",
     "InDatabase",
+    "PreventWrites",
     "ReadOnly",
     "ReadWrite",
     "Route",
@@ -41,4 +43,5 @@ __all__ = [
     "current_route",
     "in_database",
     "on_commit",
+    "prevent_writes",
 ]

@@ -9,8 +9,6 @@ ever learns, once, that its alias exists in settings (DJANGO_NOTES §6).
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 import sys
 import threading
@@ -33,6 +31,7 @@ from django.core.signals import setting_changed
 from django.db import connections
 
 from dynroute import _runtime
+from dynroute._decorating import decorate
 from dynroute._policies import (
     ReadOnly,
     ReadWrite,
@@ -49,12 +48,13 @@ from dynroute._targets import (
     configuration_key,
     to_target,
 )
+from dynroute._writes import enter_scope, leave_scope
 from dynroute.exceptions import DynrouteError, UnknownDatabaseError, UsageError
 
 if sys.version_info >= (3, 12):
-    from inspect import iscoroutinefunction
+    pass
 else:  # pragma: no cover - before 3.12, inspect misses markcoroutinefunction()
-    from asgiref.sync import iscoroutinefunction
+    pass
 
 if sys.version_info >= (3, 13):
     from typing import TypeVar as DefaultTypeVar
@@ -62,7 +62,7 @@ else:  # pragma: no cover - TypeVar defaults (PEP 696) are new in 3.13
     from typing_extensions import TypeVar as DefaultTypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Hashable
+    from collections.abc import Callable, Coroutine, Hashable
     from types import TracebackType
 
     from dynroute._targets import TargetLike
@@ -117,6 +117,8 @@ class InDatabase(Generic[_AliasT_co]):
     __slots__ = (
         "__weakref__",
         "_ask",
+        "_leaving",
+        "_prevent",
         "_read",
         "_route",
         "_runtime",
@@ -125,8 +127,8 @@ class InDatabase(Generic[_AliasT_co]):
         "_write",
     )
 
-    def __init__(self, policy: RoutingPolicy) -> None:
-        """Route by ``policy``. Use :func:`in_database`."""
+    def __init__(self, policy: RoutingPolicy, *, prevent_writes: bool = False) -> None:
+        """Route by ``policy``, refusing writes if ``prevent_writes``. Use :func:`in_database`."""
         target: DatabaseTarget | None
         read: Answer
         write: Answer
@@ -144,6 +146,9 @@ class InDatabase(Generic[_AliasT_co]):
         self._read = read
         self._write = write
         self._ask = policy if fixed is None else None
+        self._prevent = prevent_writes
+        # Whether leaving must do more than restore the route (hence one test per exit).
+        self._leaving = self._runtime is not None or prevent_writes
         alias = target.alias if target is not None else None
         route = Route(alias, policy)
         self._route = cast("Route[_AliasT_co]", route)
@@ -158,7 +163,8 @@ class InDatabase(Generic[_AliasT_co]):
 
     def __repr__(self) -> str:
         """Show the policy, which shows the target (never a password)."""
-        return f"in_database(policy={self._route.policy!r})"
+        prevent = ", prevent_writes=True" if self._prevent else ""
+        return f"in_database(policy={self._route.policy!r}{prevent})"
 
     def __enter__(self) -> Route[_AliasT_co]:
         """Route the queries of the current thread or task until the block exits.
@@ -186,17 +192,23 @@ class InDatabase(Generic[_AliasT_co]):
         return self._route
 
     def _set_up(self) -> None:
-        """Check the router and the alias (the first time), or register the configuration."""
+        """Check the router and the alias (the first time), register the configuration.
+
+        And, for a block that prevents writes, start doing so (on every entry).
+        """
         require_router()
         if self._runtime is not None:
             _runtime.enter(self._runtime)
-            return
-        alias = self._route.alias
-        if alias is not None and alias not in connections.settings:
-            _unknown_alias(alias)
-        # Blocks are shared by threads: every thread that gets here writes the same.
-        self._setup = False
-        _CHECKED.add(self)
+        else:
+            alias = self._route.alias
+            if alias is not None and alias not in connections.settings:
+                _unknown_alias(alias)
+            if not self._prevent:
+                # Shared by threads: every thread that gets here writes the same.
+                self._setup = False
+                _CHECKED.add(self)
+        if self._prevent:
+            enter_scope(self, enabled=True)
 
     def __exit__(
         self,
@@ -213,8 +225,17 @@ class InDatabase(Generic[_AliasT_co]):
             set_frame(top[4])
         else:
             self._release(pop(self))
-        if self._runtime is not None:
-            _runtime.leave(self._runtime)
+        if self._leaving:
+            self._leave()
+
+    def _leave(self) -> None:
+        """End the write prevention this block started; release its configuration."""
+        try:
+            if self._prevent:
+                leave_scope(self)
+        finally:
+            if self._runtime is not None:
+                _runtime.leave(self._runtime)
 
     def _release(self, dropped: list[object]) -> None:
         """Release the runtime configurations of blocks dropped without being left.
@@ -233,9 +254,11 @@ class InDatabase(Generic[_AliasT_co]):
             len(dropped),
         )
         for owner in dropped:
-            runtime = owner._runtime if isinstance(owner, InDatabase) else None  # noqa: SLF001 - a block of this class
-            if runtime is not None:
-                _runtime.leave(runtime)
+            if isinstance(owner, InDatabase) and owner._leaving:  # noqa: SLF001 - a block of this class
+                if owner._prevent:  # noqa: SLF001
+                    leave_scope(owner, missing_ok=True)
+                if owner._runtime is not None:  # noqa: SLF001
+                    _runtime.leave(owner._runtime)  # noqa: SLF001
 
     async def __aenter__(self) -> Route[_AliasT_co]:
         """Route the queries of the current task, including the async ORM's.
@@ -251,6 +274,8 @@ class InDatabase(Generic[_AliasT_co]):
         if self._runtime is not None:
             require_router()
             await _runtime.aenter(self._runtime)
+            if self._prevent:
+                enter_scope(self, enabled=True)
         elif self._setup:
             self._set_up()
         push(self, self._read, self._write, self._ask)
@@ -264,8 +289,12 @@ class InDatabase(Generic[_AliasT_co]):
     ) -> None:
         """Restore the enclosing route; close what the async ORM opened."""
         self._release(pop(self))
-        if self._runtime is not None:
-            await _runtime.aleave(self._runtime)
+        try:
+            if self._prevent:
+                leave_scope(self)
+        finally:
+            if self._runtime is not None:
+                await _runtime.aleave(self._runtime)
 
     @overload
     def __call__(
@@ -282,46 +311,7 @@ class InDatabase(Generic[_AliasT_co]):
             UsageError: ``func`` is not callable, is a class, or is a generator
                 function (its route would leak to the consumer between yields).
         """
-        given: object = func  # callers without a type checker pass anything
-        if isinstance(given, type):
-            msg = (
-                f"in_database() decorates functions, not classes ({given.__qualname__}): "
-                "decorate its methods, or enter the block where the class is used."
-            )
-            raise UsageError(msg)
-        if not callable(given):
-            msg = f"in_database() decorates functions, not {type(given).__name__} objects."
-            raise UsageError(msg)
-        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
-            name = getattr(func, "__qualname__", repr(func))
-            msg = (
-                f"in_database() cannot decorate the generator function {name}: the route "
-                "would stay active in the code consuming it between yields. Use "
-                "'with in_database(...):' inside it around the queries only, and yield "
-                "outside that block (for example, collect the rows into a list first)."
-            )
-            raise UsageError(msg)
-        if iscoroutinefunction(func):
-            return self._wrap_async(func)
-        return self._wrap_sync(func)
-
-    def _wrap_sync(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
-        @functools.wraps(func)
-        def routed(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            with self:
-                return func(*args, **kwargs)
-
-        return routed
-
-    def _wrap_async(
-        self, func: Callable[_P, Awaitable[_T]]
-    ) -> Callable[_P, Coroutine[Any, Any, _T]]:
-        @functools.wraps(func)
-        async def routed(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-            async with self:
-                return await func(*args, **kwargs)
-
-        return routed
+        return decorate(self, func, "in_database()", "route")
 
 
 #: Blocks whose router and alias checks have passed, to be checked again on their next
@@ -354,19 +344,29 @@ def _unknown_alias(alias: str) -> NoReturn:
 
 @overload
 def in_database(
-    target: TargetLike, /, *, read: bool = True, write: bool = False, alias: str | None = None
+    target: TargetLike,
+    /,
+    *,
+    read: bool = True,
+    write: bool = False,
+    alias: str | None = None,
+    prevent_writes: bool = False,
 ) -> InDatabase[str]: ...
 
 
 @overload
-def in_database(*, policy: ReadOnly | ReadWrite | WriteOnly) -> InDatabase[str]: ...
+def in_database(
+    *, policy: ReadOnly | ReadWrite | WriteOnly, prevent_writes: bool = False
+) -> InDatabase[str]: ...
 
 
 @overload
-def in_database(*, policy: RoutingPolicy) -> InDatabase[str | None]: ...
-
-
 def in_database(
+    *, policy: RoutingPolicy, prevent_writes: bool = False
+) -> InDatabase[str | None]: ...
+
+
+def in_database(  # noqa: PLR0913 - the public signature: a target, its options, or a policy
     target: TargetLike | _Unset = _UNSET,
     /,
     *,
@@ -374,6 +374,7 @@ def in_database(
     write: bool | _Unset = _UNSET,
     alias: str | None = None,
     policy: RoutingPolicy | _Unset = _UNSET,
+    prevent_writes: bool = False,
 ) -> InDatabase[Any]:
     """Route the queries of a block or of a function's calls to a database.
 
@@ -405,6 +406,8 @@ def in_database(
         policy: Instead of ``target``/``read``/``write``: a :class:`RoutingPolicy`
             that decides per query. ``in_database(t, read=r, write=w)`` is
             ``in_database(policy=ReadOnly(t))`` etc.
+        prevent_writes: Refuse every write inside the block, as a block inside
+            :func:`~dynroute.prevent_writes` does.
 
     Returns:
         The block. ``with ... as route`` gives a :class:`Route`.
@@ -418,7 +421,7 @@ def in_database(
             django-dynamic-db-router).
         UnknownDatabaseError: On entry, the alias is not in ``settings.DATABASES``.
     """
-    if policy is _UNSET and alias is None and type(target) is str:
+    if policy is _UNSET and alias is None and prevent_writes is False and type(target) is str:
         try:
             cached = _BLOCKS.get((target, read, write))
         except TypeError:  # an unhashable flag, refused below
@@ -426,14 +429,17 @@ def in_database(
         # Identity, not equality: read=1 must still be refused, though 1 == True.
         if cached is not None and cached[1] is read and cached[2] is write:
             return cached[0]
+    prevent = _flag("prevent_writes", prevent_writes, default=False)
     if not isinstance(policy, _Unset):
-        return _policy_block(policy, target=target, read=read, write=write, alias=alias)
+        return _policy_block(
+            policy, target=target, read=read, write=write, alias=alias, prevent_writes=prevent
+        )
     if isinstance(target, _Unset):
         msg = "in_database() needs a target (an alias or a settings dict) or a policy=."
         raise UsageError(msg)
     kind = type(target)  # not narrowing target: to_target below takes any object
     key: object = target if kind is str else None
-    if kind is dict:
+    if kind is dict and not prevent:
         # A settings dict, as a database-per-tenant site passes on every request:
         # checking and completing it costs more than the block's entry and exit.
         key, block = _configuration_block(target, alias, read, write)
@@ -450,15 +456,21 @@ def in_database(
         del target, key
         raise error.with_traceback(None) from None
     built: InDatabase[str] = InDatabase(
-        strategy_for(chosen, read=routes_reads, write=routes_writes)
+        strategy_for(chosen, read=routes_reads, write=routes_writes), prevent_writes=prevent
     )
-    if key is not None:
+    if key is not None and not prevent:
         _remember(key, read, write, built)
     return built
 
 
-def _policy_block(
-    policy: RoutingPolicy, *, target: object, read: object, write: object, alias: str | None
+def _policy_block(  # noqa: PLR0913 - in_database's arguments, checked together
+    policy: RoutingPolicy,
+    *,
+    target: object,
+    read: object,
+    write: object,
+    alias: str | None,
+    prevent_writes: bool,
 ) -> InDatabase[Any]:
     """Build a block on ``policy``, refusing the arguments that go with a target."""
     if not isinstance(target, _Unset):
@@ -474,7 +486,7 @@ def _policy_block(
         )
         raise UsageError(msg)
     _check_policy(policy)
-    return InDatabase(policy)
+    return InDatabase(policy, prevent_writes=prevent_writes)
 
 
 #: Blocks by the arguments that made them (an alias, or the key of a settings dict

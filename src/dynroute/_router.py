@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import router
 
 from dynroute._state import decide_read, decide_write
+from dynroute._writes import get_scope, refuse_write
 from dynroute.exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -36,8 +37,16 @@ class DynamicDbRouter:
         return decide_read(model, hints)
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:  # noqa: ANN401 - Django's hints are untyped
-        """Return the alias writes of ``model`` go to in this context, or ``None``."""
-        return decide_write(model, hints)
+        """Return the alias writes of ``model`` go to in this context, or ``None``.
+
+        Raises:
+            WriteForbiddenError: Writes are prevented here (``prevent_writes()``).
+        """
+        alias = decide_write(model, hints)
+        scope = get_scope()  # inlined preventing(): this runs on every write
+        if scope is not None and scope[0]:
+            refuse_write(model, hints, alias)
+        return alias
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:  # noqa: ARG002, ANN401 - Django's router signature
         """Have no opinion on relations: ``None``.

@@ -276,9 +276,9 @@ def _register(config: DatabaseConfiguration) -> _Entry:
 
 
 def _reuses_connections(config: DatabaseConfiguration) -> bool:
-    """Reuse mode: Django's persistent connections, except through a pool."""
-    options = config.settings["OPTIONS"]
-    return config.settings["CONN_MAX_AGE"] != 0 and not options.get("pool")
+    """Reuse mode: Django's persistent connections (never with a pool: that is refused)."""
+    max_age: object = config.settings["CONN_MAX_AGE"]
+    return max_age != 0
 
 
 def _unregister(entry: _Entry) -> None:

@@ -14,7 +14,9 @@ derives from it too, so existing ``except`` clauses keep working::
         │                                              no router, or a configuration refused
         ├── DatabaseConnectionError (+ django.db.OperationalError)
         │                                              a runtime database unreachable
-        └── RouteStateError         (+ RuntimeError)   a block left where it is not active
+        ├── RouteStateError         (+ RuntimeError)   a block left where it is not active
+        └── WriteForbiddenError     (+ django.db.DatabaseError)
+                                                       a write inside prevent_writes()
 
 Messages name the value at fault (never a password) and say what to do instead.
 """
@@ -22,7 +24,7 @@ Messages name the value at fault (never a password) and say what to do instead.
 from __future__ import annotations
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db.utils import OperationalError
+from django.db.utils import DatabaseError, OperationalError
 from django.utils.connection import ConnectionDoesNotExist
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "RouteStateError",
     "UnknownDatabaseError",
     "UsageError",
+    "WriteForbiddenError",
 ]
 
 
@@ -86,4 +89,12 @@ class RouteStateError(DynrouteError, RuntimeError):
     A block is left once per entry, in the thread or task that entered it. Leaving it
     twice, in another thread or task, or after an enclosing block was left (which
     drops the blocks still active inside it) raises this.
+    """
+
+
+class WriteForbiddenError(DynrouteError, DatabaseError):
+    """A write was attempted inside ``prevent_writes()``; nothing reached the server.
+
+    The message names the database and the model, or the first words of the
+    statement (literals blanked), never its parameters.
     """

@@ -135,3 +135,22 @@ assert_type(_with_arguments(1), str)
 assert_type(dynroute.atomic(), Atomic)
 assert_type(dynroute.atomic("other", savepoint=False), Atomic)
 assert_type(dynroute.on_commit(lambda: None, robust=True), None)
+
+
+# prevent_writes: a context manager and a decorator that keeps signatures.
+@dynroute.prevent_writes()
+def _report(x: int) -> str:
+    return str(x)
+
+
+@dynroute.prevent_writes(False)
+async def _areport(x: int) -> str:
+    return str(x)
+
+
+assert_type(_report(1), str)
+_pending = assert_type(_areport(1), Coroutine[Any, Any, str])
+_pending.close()
+assert_type(dynroute.prevent_writes(), dynroute.PreventWrites)
+assert_type(in_database("replica", prevent_writes=True), InDatabase[str])
+assert_type(in_database(policy=ByModel(), prevent_writes=True), InDatabase[str | None])

@@ -95,3 +95,5 @@ def a_custom_policys_alias_may_be_none() -> None:
 # dynroute.atomic: Django's argument types.
 dynroute.atomic(using=1)  # type: ignore[call-overload]  # misuse: an int alias
 dynroute.on_commit(count_rows)  # type: ignore[arg-type]  # misuse: a callback taking arguments
+dynroute.prevent_writes("yes")  # type: ignore[arg-type]  # misuse: a str flag
+in_database("replica", prevent_writes=1)  # type: ignore[call-overload]  # misuse: an int flag

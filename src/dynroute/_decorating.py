@@ -1,0 +1,105 @@
+"""Decorating functions with a block: shared by ``in_database`` and ``prevent_writes``."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+
+from dynroute.exceptions import UsageError
+
+if sys.version_info >= (3, 12):
+    from inspect import iscoroutinefunction
+else:  # pragma: no cover - before 3.12, inspect misses markcoroutinefunction()
+    from asgiref.sync import iscoroutinefunction
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine
+    from contextlib import AbstractAsyncContextManager, AbstractContextManager
+    from types import TracebackType
+
+__all__ = ["decorate"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_T = TypeVar("_T")
+
+
+class Block(Protocol):
+    """A context manager that is an async context manager too."""
+
+    def __enter__(self) -> object: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> None: ...
+    async def __aenter__(self) -> object: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> None: ...
+
+
+def decorate(block: Block, func: Callable[_P, Any], name: str, held: str) -> Callable[_P, Any]:
+    """Return ``func`` running inside ``block`` at every call; ``async def`` stays async.
+
+    Args:
+        block: What to enter around each call (``with``, or ``async with`` for a
+            coroutine function).
+        func: The function to decorate.
+        name: The decorator's name for messages, as ``in_database()``.
+        held: What the block keeps in force, for messages, as ``route``.
+
+    Raises:
+        UsageError: ``func`` is not callable, is a class, or is a generator function
+            (the block would stay active in the code consuming it between yields).
+    """
+    given: object = func  # callers without a type checker pass anything
+    if isinstance(given, type):
+        msg = (
+            f"{name} decorates functions, not classes ({given.__qualname__}): "
+            "decorate its methods, or enter the block where the class is used."
+        )
+        raise UsageError(msg)
+    if not callable(given):
+        msg = f"{name} decorates functions, not {type(given).__name__} objects."
+        raise UsageError(msg)
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        qualname = getattr(func, "__qualname__", repr(func))
+        msg = (
+            f"{name} cannot decorate the generator function {qualname}: the {held} "
+            "would stay active in the code consuming it between yields. Use "
+            f"'with {name[:-2]}(...):' inside it around the queries only, and yield "
+            "outside that block (for example, collect the rows into a list first)."
+        )
+        raise UsageError(msg)
+    if iscoroutinefunction(func):
+        return _wrap_async(block, func)
+    return _wrap_sync(block, func)
+
+
+def _wrap_sync(block: AbstractContextManager[object], func: Callable[_P, _R]) -> Callable[_P, _R]:
+    @functools.wraps(func)
+    def routed(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with block:
+            return func(*args, **kwargs)
+
+    return routed
+
+
+def _wrap_async(
+    block: AbstractAsyncContextManager[object], func: Callable[_P, Awaitable[_T]]
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    @functools.wraps(func)
+    async def routed(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        async with block:
+            return await func(*args, **kwargs)
+
+    return routed

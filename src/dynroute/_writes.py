@@ -1,0 +1,263 @@
+"""``prevent_writes()``: refuse every write of a thread or task, before it reaches a server.
+
+Two checks, one per door a write can take:
+
+- **The router**: Django asks ``db_for_write`` before every ORM write (``save``,
+  ``create``, ``get_or_create``, ``update``, ``delete``, ``bulk_create``,
+  ``select_for_update``...). dynroute's router refuses there, before any SQL.
+- **The connection**: raw SQL, migrations and writes sent with ``.using()`` reach a
+  cursor without asking the router. A hook at the head of every connection's
+  ``execute_wrappers`` lets statements through only if :mod:`dynroute._sql` classifies
+  them as reads.
+
+The scope lives in a ContextVar, like the route stack: per thread and per task, carried
+into ``sync_to_async``. The hook is installed on the first use of ``prevent_writes()``,
+on every connection that exists by then in any thread (found by the garbage
+collector's list of objects: a connection opened before dynroute was imported has no
+other trace) and, through Django's ``connection_created`` signal, on every connection
+opened after. Inserted first, not entered with ``execute_wrapper()``, it is never
+popped by a user's own ``execute_wrapper()`` block, whatever order those end in
+(django-read-only issue #180). Until the first use, no hook runs; after it, the hook
+costs one ContextVar lookup per statement while nothing is prevented.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast, final, overload
+
+from django.db import DEFAULT_DB_ALIAS
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
+
+from dynroute._decorating import decorate
+from dynroute._sql import refused_part
+from dynroute.exceptions import RouteStateError, UsageError, WriteForbiddenError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+    from types import TracebackType
+
+    from django.db.models import Model
+
+__all__ = [
+    "PreventWrites",
+    "enter_scope",
+    "get_scope",
+    "install_everywhere",
+    "leave_scope",
+    "prevent_writes",
+    "preventing",
+    "refuse_write",
+]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_T = TypeVar("_T")
+
+#: The prevention scopes active here, innermost first: ``(enabled, owner, parent)``.
+_Scope = tuple[bool, object, Any]
+_SCOPES: ContextVar[_Scope | None] = ContextVar("dynroute_prevent_writes", default=None)
+get_scope = _SCOPES.get
+
+
+def enter_scope(owner: object, *, enabled: bool) -> None:
+    """Refuse writes (or allow them again) here until ``owner`` leaves."""
+    install_everywhere()
+    _SCOPES.set((enabled, owner, get_scope()))
+
+
+def leave_scope(owner: object, *, missing_ok: bool = False) -> None:
+    """End the scope ``owner`` entered last here, and any entered inside it since.
+
+    Raises:
+        RouteStateError: ``owner`` has no scope here (unless ``missing_ok``): it was
+            entered in another thread or task, or left twice.
+    """
+    scope = get_scope()
+    while scope is not None and scope[1] is not owner:
+        scope = scope[2]
+    if scope is None:
+        if missing_ok:
+            return
+        msg = (
+            f"{owner!r} was left without being active here: a block must be left in the "
+            "thread or task that entered it, once per entry, innermost first."
+        )
+        raise RouteStateError(msg)
+    _SCOPES.set(scope[2])
+
+
+def preventing() -> bool:
+    """Return whether writes are prevented in this thread or task now."""
+    scope = get_scope()
+    return scope is not None and scope[0]
+
+
+@final
+class PreventWrites:
+    """A scope in which writes are refused, or allowed again; made by :func:`prevent_writes`.
+
+    Use it as ``with``, ``async with``, or a decorator of sync and async functions.
+    """
+
+    __slots__ = ("_enabled",)
+
+    def __init__(self, enabled: bool) -> None:  # noqa: FBT001 - see prevent_writes
+        """Refuse writes (``enabled=True``) or allow them again. Use :func:`prevent_writes`."""
+        self._enabled = enabled
+
+    def __repr__(self) -> str:
+        """Show the call that made it."""
+        return "prevent_writes()" if self._enabled else "prevent_writes(False)"
+
+    def __enter__(self) -> None:
+        """Refuse (or allow again) the writes of this thread or task until the block exits."""
+        enter_scope(self, enabled=self._enabled)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Restore what was in force before the block."""
+        leave_scope(self)
+
+    async def __aenter__(self) -> None:
+        """As ``__enter__``: the scope follows the task into the async ORM's thread."""
+        self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """As ``__exit__``."""
+        self.__exit__(exc_type, exc_value, traceback)
+
+    @overload
+    def __call__(
+        self, func: Callable[_P, Coroutine[Any, Any, _T]], /
+    ) -> Callable[_P, Coroutine[Any, Any, _T]]: ...
+
+    @overload
+    def __call__(self, func: Callable[_P, _R], /) -> Callable[_P, _R]: ...
+
+    def __call__(self, func: Callable[_P, Any], /) -> Callable[_P, Any]:
+        """Run every call of ``func`` in this scope; an ``async def`` stays a coroutine function.
+
+        Raises:
+            UsageError: ``func`` is not callable, is a class, or is a generator function.
+        """
+        return decorate(self, func, "prevent_writes()", "write prevention")
+
+
+_PREVENT: Final = PreventWrites(enabled=True)
+_ALLOW: Final = PreventWrites(enabled=False)
+
+
+def prevent_writes(enabled: bool = True) -> PreventWrites:  # noqa: FBT001, FBT002 - reads as prevent_writes(False)
+    """Refuse every write of this thread or task, on every database, until the block exits.
+
+    A context manager, an async context manager and a decorator of sync and async
+    functions; scopes nest, and ``prevent_writes(False)`` allows writes again inside
+    one. In its scope a write raises :class:`~dynroute.exceptions.WriteForbiddenError`
+    before it reaches the server: an ORM write where Django asks the router for a
+    write database, before any SQL; any statement sent through a Django connection
+    unless it only reads (see the README for the statements allowed). Other threads
+    and tasks are not affected. ::
+
+        with prevent_writes():
+            report = build_report()     # a write anywhere inside raises
+
+    Raises:
+        UsageError: ``enabled`` is not a ``bool``.
+    """
+    given: object = enabled  # callers without a type checker pass anything
+    if given is True:
+        return _PREVENT
+    if given is False:
+        return _ALLOW
+    msg = f"prevent_writes(enabled) must be True or False, got {type(given).__name__}."
+    raise UsageError(msg)
+
+
+_PREFIX: Final = "Writes are prevented here (prevent_writes()): refused "
+_ADVICE: Final = (
+    ". Write outside the prevent_writes() block, or inside prevent_writes(False) to allow "
+    "it on purpose."
+)
+
+
+def refuse_write(model: type[Model], hints: dict[str, Any], alias: str | None) -> None:
+    """Raise for an ORM write, where the router is asked for the database to write to.
+
+    Args:
+        model: The model being written.
+        hints: Django's router hints (``instance``).
+        alias: Where the routers so far would send it, or ``None``.
+    """
+    if alias is None:
+        instance = hints.get("instance")
+        state = getattr(instance, "_state", None)
+        alias = getattr(state, "db", None) or DEFAULT_DB_ALIAS
+    label = getattr(getattr(model, "_meta", None), "label", getattr(model, "__name__", model))
+    msg = f"{_PREFIX}a write of {label} to database {alias!r}, before any SQL{_ADVICE}"
+    raise WriteForbiddenError(msg)
+
+
+def _hook(
+    execute: Callable[[Any, Any, bool, dict[str, Any]], Any],
+    sql: Any,  # noqa: ANN401 - a str, or a driver's composed statement
+    params: Any,  # noqa: ANN401 - the driver's parameters, never shown
+    many: bool,  # noqa: FBT001 - Django's execute wrapper signature
+    context: dict[str, Any],
+) -> Any:  # noqa: ANN401 - whatever the cursor returns
+    scope = get_scope()
+    if scope is not None and scope[0]:
+        _check_statement(sql, context["connection"])
+    return execute(sql, params, many, context)
+
+
+def _check_statement(sql: object, connection: BaseDatabaseWrapper) -> None:
+    if not isinstance(sql, str):
+        as_string = getattr(sql, "as_string", None)  # psycopg's sql.Composable
+        sql = as_string(connection.connection) if callable(as_string) else None
+    if not isinstance(sql, str):
+        part: str | None = "(a statement that is not a string)"
+    else:
+        part = refused_part(sql, connection.vendor)
+    if part is not None:
+        msg = f"{_PREFIX}a statement on database {connection.alias!r}: {part!r}{_ADVICE}"
+        raise WriteForbiddenError(msg)
+
+
+def install(connection: BaseDatabaseWrapper, **kwargs: object) -> None:  # noqa: ARG001 - a signal receiver
+    """Put the hook first in ``connection``'s execute wrappers, once."""
+    wrappers = connection.execute_wrappers
+    if _hook not in wrappers:
+        wrappers.insert(0, _hook)
+
+
+_installed = False
+_INSTALLING = threading.Lock()
+
+
+def install_everywhere() -> None:
+    """Install the hook on every connection, now and from now on (once per process)."""
+    global _installed  # noqa: PLW0603 - done once
+    if _installed:
+        return
+    with _INSTALLING:
+        if not _installed:
+            connection_created.connect(install, dispatch_uid="dynroute-prevent-writes")
+            for found in gc.get_objects():
+                # type(), not isinstance(): isinstance() reads __class__, which makes
+                # lazy objects (Django's LazyObject, connection proxies) set themselves up.
+                if issubclass(type(found), BaseDatabaseWrapper):
+                    install(cast("BaseDatabaseWrapper", found))
+            _installed = True
