@@ -118,3 +118,18 @@ def test_a_task_sees_the_route_it_inherited_and_not_its_siblings():
     assert own is not None
     assert own.alias == "default"
     assert after is route
+
+
+def test_current_alias_asks_a_custom_policy_for_writes_of_the_model():
+    """A policy deciding writes per model: the alias for this model's writes."""
+
+    class WritesOfItems:
+        def db_for_read(self, model, /, **hints):
+            return None
+
+        def db_for_write(self, model, /, **hints):
+            return "other" if model is Item else None
+
+    with in_database(policy=WritesOfItems()):
+        assert current_alias(Item, write=True) == "other"
+        assert current_alias(Item) == "default"

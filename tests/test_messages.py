@@ -16,7 +16,7 @@ import pytest
 from django.db import router
 from django.test.utils import override_settings
 
-from dynroute import DatabaseConfiguration, ReadOnly, _settings, in_database
+from dynroute import DatabaseConfiguration, ReadOnly, _settings, in_database, prevent_writes
 from dynroute._targets import check_alias
 from dynroute.exceptions import (
     ConfigurationError,
@@ -119,6 +119,28 @@ CASES = [
         f"in_database() cannot decorate the generator function functools.partial({rows!r})"
         + GENERATOR_ADVICE,
         id="decorating a partial of a generator function (no __qualname__)",
+    ),
+    pytest.param(
+        lambda: prevent_writes()(3),
+        UsageError,
+        "prevent_writes() decorates functions, not int objects.",
+        id="prevent_writes decorating a number",
+    ),
+    pytest.param(
+        lambda: prevent_writes()(Item),
+        UsageError,
+        "prevent_writes() decorates functions, not classes (Item): decorate its methods, "
+        "or enter the block where the class is used.",
+        id="prevent_writes decorating a class",
+    ),
+    pytest.param(
+        lambda: prevent_writes()(rows),
+        UsageError,
+        "prevent_writes() cannot decorate the generator function rows: the write "
+        "prevention would stay active in the code consuming it between yields. Use "
+        "'with prevent_writes(...):' inside it around the queries only, and yield outside "
+        "that block (for example, collect the rows into a list first).",
+        id="prevent_writes decorating a generator function",
     ),
     pytest.param(
         lambda: enter(in_database("othre")),

@@ -347,7 +347,7 @@ def test_a_connection_opened_inside_a_users_execute_wrapper_keeps_the_hook():
 @pytest.mark.django_db(databases=["default", "other"], transaction=True)
 def test_connections_opened_before_the_first_use_get_the_hook(monkeypatch):
     """A connection already open in another thread, as if before dynroute was imported."""
-    connection_created.disconnect(dispatch_uid="dynroute-prevent-writes")
+    connection_created.disconnect(writes.install)
     monkeypatch.setattr(writes, "_installed", False)
     opened = threading.Event()
     go = threading.Event()
@@ -437,3 +437,54 @@ def test_a_runtime_configuration_block_that_prevents_writes_async(runtime):
 
     assert asyncio.run(main()) == "refused"
     Item.objects.create(name="allowed")  # prevention ended with the block
+
+
+def test_scopes_left_out_of_order_restore_what_was_before_the_outer_one(data):
+    """Leaving an outer scope first drops the inner one; leaving that later is an error."""
+    outer, inner = prevent_writes(), prevent_writes(False)  # noqa: FBT003
+    outer.__enter__()
+    inner.__enter__()
+    Item.objects.create(name="allowed inside")
+    outer.__exit__(None, None, None)  # inner still active: dropped with it
+    Item.objects.create(name="allowed after")
+    with pytest.raises(RouteStateError):
+        inner.__exit__(None, None, None)
+    with prevent_writes(), pytest.raises(WriteForbiddenError):
+        Item.objects.create(name="refused")
+    assert contents()["default"] == ["allowed after", "allowed inside", "kept"]
+
+
+def test_a_dropped_block_whose_scope_is_already_gone(data, caplog):
+    """An enclosing scope's exit dropped the block's scope first: no error when it goes."""
+    scope = prevent_writes()
+    with in_database("default"):
+        scope.__enter__()
+        in_database("other", prevent_writes=True).__enter__()  # never left
+        scope.__exit__(None, None, None)  # drops the block's scope
+    assert "dropped with it" in caplog.text
+    Item.objects.create(name="allowed")
+
+
+def test_a_statement_that_is_not_a_string_is_refused(data):
+    """Bytes, or anything the hook cannot read, never reach the driver."""
+    with (
+        prevent_writes(),
+        connection.cursor() as cursor,
+        pytest.raises(WriteForbiddenError) as raised,
+    ):
+        cursor.execute(b"DELETE FROM testapp_item")
+    assert str(raised.value) == sql_refusal("default", "(a statement that is not a string)")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="psycopg's sql.Composable")
+def test_a_psycopg_composed_statement_is_read_as_sql(data):
+    """psycopg.sql objects are classified by their text."""
+    from psycopg import sql  # noqa: PLC0415 - PostgreSQL only
+
+    table = sql.Identifier("testapp_item")
+    with prevent_writes(), connection.cursor() as cursor:
+        cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(table))
+        assert cursor.fetchone()[0] == 1
+        with pytest.raises(WriteForbiddenError) as raised:
+            cursor.execute(sql.SQL("DELETE FROM {}").format(table))
+    assert str(raised.value) == sql_refusal("default", 'DELETE FROM "testapp_item"')

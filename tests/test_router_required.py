@@ -57,6 +57,15 @@ class ReadsOfItems:
         return "other" if model is Item else None
 
 
+class AllButAuthors:
+    """A router that answers for every model but one: it never overrules dynroute wholly."""
+
+    def db_for_read(self, model, **hints):
+        return None if model is Author else "other"
+
+    db_for_write = db_for_read
+
+
 class WritesOfEverything:
     """A router that answers writes of every model, and has no db_for_read."""
 
@@ -163,6 +172,10 @@ def test_a_block_already_entered_is_checked_again_when_the_setting_changes(setti
             ["tests.test_router_required.ReadsOfItems", "dynroute.DynamicDbRouter"],
             id="after another router",
         ),
+        pytest.param(
+            ["tests.test_router_required.AllButAuthors", "dynroute.DynamicDbRouter"],
+            id="after a router that answers for all models but one",
+        ),
     ],
 )
 def test_any_form_of_the_router_is_enough(settings, routers):
@@ -225,3 +238,14 @@ def test_check_names_the_one_direction_overruled(settings):
     (warning,) = check_routers()
     assert "decides the writes of every model" in warning.msg
     assert warning.obj == "tests.test_router_required.WritesOfEverything"
+
+
+def test_the_app_registers_the_check_when_ready(monkeypatch):
+    """Installing "dynroute" is what registers the check (checked here, not at import)."""
+    from django.apps import apps  # noqa: PLC0415
+    from django.core.checks.registry import registry  # noqa: PLC0415
+
+    monkeypatch.setattr(registry, "registered_checks", set())
+    assert check_routers not in registry.get_checks()
+    apps.get_app_config("dynroute").ready()
+    assert check_routers in registry.get_checks()

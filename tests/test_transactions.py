@@ -131,27 +131,13 @@ def test_durable_refuses_to_nest_on_the_routed_database():
     assert stored("other") == ["durable"]
 
 
-@dynroute.atomic
-def create_then_fail(name: str) -> None:
-    """Create an item, then fail: rolled back where the call's route writes."""
-    Item.objects.create(name=name)
-    raise BoomError
-
-
-@dynroute.atomic()
-def open_blocks() -> dict[str, int]:
-    """How many atomic blocks are open on each database during a call."""
-    return {alias: depth(alias) for alias in ("default", "other")}
-
-
-@dynroute.atomic(durable=True)
-def durable_write() -> None:
-    """Create an item in a durable transaction."""
-    Item.objects.create(name="durable")
-
-
 def test_a_durable_decorated_function_refuses_to_nest_at_every_call():
     """durable=True survives the copy each call of a decorated function makes."""
+
+    @dynroute.atomic(durable=True)
+    def durable_write() -> None:
+        Item.objects.create(name="durable")
+
     with in_database("other", write=True):
         durable_write()
         with dynroute.atomic(), pytest.raises(RuntimeError, match="durable"):
@@ -160,7 +146,20 @@ def test_a_durable_decorated_function_refuses_to_nest_at_every_call():
 
 
 def test_the_decorator_resolves_the_route_at_each_call():
-    """@dynroute.atomic and @dynroute.atomic(): the route in force at the call counts."""
+    """@dynroute.atomic and @dynroute.atomic(): the route in force at the call counts.
+
+    (Decorated here, not at import: mutation testing must see the decorator run.)
+    """
+
+    @dynroute.atomic
+    def create_then_fail(name: str) -> None:
+        Item.objects.create(name=name)
+        raise BoomError
+
+    @dynroute.atomic()
+    def open_blocks() -> dict[str, int]:
+        return {alias: depth(alias) for alias in ("default", "other")}
+
     with pytest.raises(BoomError), in_database("other", write=True):
         create_then_fail("lost in other")
     with pytest.raises(BoomError):
@@ -282,3 +281,53 @@ def test_a_decorated_function_runs_in_two_threads_at_once():
         "a after": {"default": 0, "other": 0},
         "b after": {"default": 0, "other": 0},
     }
+
+
+def test_a_decorator_with_using_keeps_it_at_every_call():
+    """@dynroute.atomic(using="other") opens on other, whatever the route of the call."""
+
+    @dynroute.atomic(using="other")
+    def open_blocks() -> dict[str, int]:
+        return {alias: depth(alias) for alias in ("default", "other")}
+
+    before = {alias: depth(alias) for alias in ("default", "other")}
+    assert open_blocks() == {"default": before["default"], "other": before["other"] + 1}
+    with in_database("default", write=True):
+        assert open_blocks() == {"default": before["default"], "other": before["other"] + 1}
+
+
+def test_the_bare_decorator_makes_a_savepoint_and_is_not_durable():
+    """@dynroute.atomic nests as Django's does: a savepoint inside, no durable check."""
+
+    @dynroute.atomic
+    def create_then_fail(name: str) -> None:
+        Item.objects.create(name=name)
+        raise BoomError
+
+    with in_database("other", write=True), dynroute.atomic():
+        Item.objects.create(name="outer")
+        with pytest.raises(BoomError):
+            create_then_fail("inner")
+        Item.objects.create(name="after")  # the outer transaction is still usable
+    assert stored("other") == ["after", "outer"]
+
+
+@pytest.mark.django_db(databases=["default", "other"], transaction=True)
+def test_on_commit_with_using_outside_any_block():
+    """using= names the database: the callback waits for its commit."""
+    ran: list[str] = []
+    with transaction.atomic(using="other"):
+        dynroute.on_commit(lambda: ran.append("other"), using="other")
+        assert ran == []
+    assert ran == ["other"]
+
+
+@pytest.mark.django_db(databases=["default", "other"], transaction=True)
+def test_on_commit_is_not_robust_unless_asked():
+    """Without robust=True, a failing callback's exception propagates, as in Django."""
+
+    def fail() -> None:
+        raise BoomError
+
+    with pytest.raises(BoomError), in_database("other", write=True), dynroute.atomic():
+        dynroute.on_commit(fail)

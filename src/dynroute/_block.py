@@ -254,11 +254,16 @@ class InDatabase(Generic[_AliasT_co]):
             len(dropped),
         )
         for owner in dropped:
-            if isinstance(owner, InDatabase) and owner._leaving:  # noqa: SLF001 - a block of this class
-                if owner._prevent:  # noqa: SLF001
-                    leave_scope(owner, missing_ok=True)
-                if owner._runtime is not None:  # noqa: SLF001
-                    _runtime.leave(owner._runtime)  # noqa: SLF001
+            if isinstance(owner, InDatabase):  # always: only blocks push frames
+                owner._drop()  # noqa: SLF001 - a block of this class
+
+    def _drop(self) -> None:
+        """Undo this block's entry, which an enclosing block's exit dropped."""
+        if self._prevent:
+            # Its scope may be gone already, dropped by an enclosing scope's exit.
+            leave_scope(self, missing_ok=True)
+        if self._runtime is not None:
+            _runtime.leave(self._runtime)
 
     async def __aenter__(self) -> Route[_AliasT_co]:
         """Route the queries of the current task, including the async ORM's.

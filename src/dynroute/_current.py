@@ -28,7 +28,8 @@ def current_route() -> Route[str | None] | None:
     # Only blocks push frames; the check keeps the type honest at no measurable cost.
     if not isinstance(owner, InDatabase):
         return None
-    return cast("InDatabase[str | None]", owner).route
+    block = cast("InDatabase[str | None]", owner)
+    return block.route
 
 
 def current_alias(model: type[Model], *, write: bool = False) -> str:

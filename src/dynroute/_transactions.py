@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import transaction
 
 from dynroute._state import ASK, get_frame
 from dynroute.exceptions import UsageError
@@ -25,11 +25,11 @@ __all__ = ["atomic", "on_commit", "write_alias"]
 _C = TypeVar("_C", bound="Callable[..., Any]")
 
 
-def write_alias(function: str) -> str:
+def write_alias(function: str) -> str | None:
     """Return the alias writes go to here, now, for a call of ``function(using=None)``.
 
-    The write alias of the innermost block that routes writes; ``"default"`` outside
-    every block, or where no block routes writes (Django's own rule).
+    The write alias of the innermost block that routes writes; ``None``, which Django
+    reads as ``"default"``, outside every block or where no block routes writes.
 
     Raises:
         UsageError: A custom policy decides the writes here, per model: there is no
@@ -37,7 +37,7 @@ def write_alias(function: str) -> str:
     """
     frame = get_frame()
     if frame is None:
-        return DEFAULT_DB_ALIAS
+        return None
     answer = frame[2]
     if answer is ASK:
         msg = (
@@ -46,27 +46,28 @@ def write_alias(function: str) -> str:
             f'{function}(using=route.alias) or {function}(using="...").'
         )
         raise UsageError(msg)
-    return DEFAULT_DB_ALIAS if answer is None else answer
+    return answer
 
 
 class _RoutedAtomic(transaction.Atomic):
     """Django's ``Atomic``, on the database of the route where it is entered."""
 
     def __init__(self, using: str | None, savepoint: bool, durable: bool) -> None:  # noqa: FBT001 - Django's signature
-        super().__init__(using, savepoint, durable)
-        self._given = using
-        self._durable = durable
+        # self.using is set at each entry.
+        super().__init__(None, savepoint, durable)
+        self._arguments = (using, savepoint, durable)
         # The alias of each active entry, innermost last: one object may be entered
         # again inside itself, under another route.
-        self._entered: list[str] = []
+        self._entered: list[str | None] = []
 
     def _recreate_cm(self) -> _RoutedAtomic:
         # A decorated function's calls each resolve the route in force at the call,
         # and calls in several threads must not share the list of entries.
-        return _RoutedAtomic(self._given, self.savepoint, self._durable)
+        return _RoutedAtomic(*self._arguments)
 
     def __enter__(self) -> None:
-        alias = self._given if self._given is not None else write_alias("atomic")
+        given = self._arguments[0]
+        alias = given if given is not None else write_alias("atomic")
         self._entered.append(alias)
         self.using = alias
         super().__enter__()
@@ -114,8 +115,8 @@ def atomic(
             the policy decides writes per model, so name the database.
     """
     if callable(using):
-        # Bare decorator: @atomic; "using" is the function.
-        return _RoutedAtomic(None, savepoint, durable)(using)
+        # Bare decorator: @atomic; "using" is the function, the rest are defaults.
+        return _RoutedAtomic(None, True, False)(using)  # noqa: FBT003 - Django's signature
     return _RoutedAtomic(using, savepoint, durable)
 
 
@@ -130,5 +131,6 @@ def on_commit(func: Callable[[], object], using: str | None = None, robust: bool
     Raises:
         UsageError: ``using=None`` inside a custom policy's block.
     """
-    alias = using if using is not None else write_alias("on_commit")
-    transaction.on_commit(func, using=alias, robust=robust)
+    if using is None:
+        using = write_alias("on_commit")
+    transaction.on_commit(func, using=using, robust=robust)

@@ -49,7 +49,6 @@ __all__ = [
     "install_everywhere",
     "leave_scope",
     "prevent_writes",
-    "preventing",
     "refuse_write",
 ]
 
@@ -90,12 +89,6 @@ def leave_scope(owner: object, *, missing_ok: bool = False) -> None:
     _SCOPES.set(scope[2])
 
 
-def preventing() -> bool:
-    """Return whether writes are prevented in this thread or task now."""
-    scope = get_scope()
-    return scope is not None and scope[0]
-
-
 @final
 class PreventWrites:
     """A scope in which writes are refused, or allowed again; made by :func:`prevent_writes`.
@@ -128,7 +121,7 @@ class PreventWrites:
 
     async def __aenter__(self) -> None:
         """As ``__enter__``: the scope follows the task into the async ORM's thread."""
-        self.__enter__()
+        enter_scope(self, enabled=self._enabled)
 
     async def __aexit__(
         self,
@@ -137,7 +130,7 @@ class PreventWrites:
         traceback: TracebackType | None,
     ) -> None:
         """As ``__exit__``."""
-        self.__exit__(exc_type, exc_value, traceback)
+        leave_scope(self)
 
     @overload
     def __call__(
@@ -154,10 +147,6 @@ class PreventWrites:
             UsageError: ``func`` is not callable, is a class, or is a generator function.
         """
         return decorate(self, func, "prevent_writes()", "write prevention")
-
-
-_PREVENT: Final = PreventWrites(enabled=True)
-_ALLOW: Final = PreventWrites(enabled=False)
 
 
 def prevent_writes(enabled: bool = True) -> PreventWrites:  # noqa: FBT001, FBT002 - reads as prevent_writes(False)
@@ -178,12 +167,10 @@ def prevent_writes(enabled: bool = True) -> PreventWrites:  # noqa: FBT001, FBT0
         UsageError: ``enabled`` is not a ``bool``.
     """
     given: object = enabled  # callers without a type checker pass anything
-    if given is True:
-        return _PREVENT
-    if given is False:
-        return _ALLOW
-    msg = f"prevent_writes(enabled) must be True or False, got {type(given).__name__}."
-    raise UsageError(msg)
+    if type(given) is not bool:
+        msg = f"prevent_writes(enabled) must be True or False, got {type(given).__name__}."
+        raise UsageError(msg)
+    return PreventWrites(enabled)
 
 
 _PREFIX: Final = "Writes are prevented here (prevent_writes()): refused "
@@ -203,10 +190,13 @@ def refuse_write(model: type[Model], hints: dict[str, Any], alias: str | None) -
     """
     if alias is None:
         instance = hints.get("instance")
-        state = getattr(instance, "_state", None)
-        alias = getattr(state, "db", None) or DEFAULT_DB_ALIAS
-    label = getattr(getattr(model, "_meta", None), "label", getattr(model, "__name__", model))
-    msg = f"{_PREFIX}a write of {label} to database {alias!r}, before any SQL{_ADVICE}"
+        # Django's own fallback: the database the object was read from, else default.
+        alias = instance._state.db if instance is not None else None  # noqa: SLF001 - Django's model API
+    label = model._meta.label  # noqa: SLF001 - Django's model API
+    msg = (
+        f"{_PREFIX}a write of {label} to database {alias or DEFAULT_DB_ALIAS!r}, "
+        f"before any SQL{_ADVICE}"
+    )
     raise WriteForbiddenError(msg)
 
 
@@ -254,10 +244,11 @@ def install_everywhere() -> None:
         return
     with _INSTALLING:
         if not _installed:
-            connection_created.connect(install, dispatch_uid="dynroute-prevent-writes")
+            connection_created.connect(install)
             for found in gc.get_objects():
                 # type(), not isinstance(): isinstance() reads __class__, which makes
                 # lazy objects (Django's LazyObject, connection proxies) set themselves up.
                 if issubclass(type(found), BaseDatabaseWrapper):
-                    install(cast("BaseDatabaseWrapper", found))
+                    wrapper = cast("BaseDatabaseWrapper", found)
+                    install(wrapper)
             _installed = True
