@@ -300,12 +300,22 @@ def test_another_thread_is_not_prevented():
 
 
 def test_a_users_execute_wrapper_never_disables_it(data):
-    """Their wrapper runs after the hook; when it ends, the hook stays."""
+    """Their wrapper runs after the hook, with Django's arguments; when it ends, the hook stays."""
     seen: list[str] = []
+    calls: list[tuple[bool, object]] = []
 
     def spy(execute, sql, params, many, context):
         seen.append(sql)
+        calls.append((many, context["connection"]))
         return execute(sql, params, many, context)
+
+    with prevent_writes():
+        pass  # the hook is installed
+    with connection.execute_wrapper(spy), connection.cursor() as cursor:
+        cursor.executemany("UPDATE testapp_item SET name = %s WHERE name = %s", [["kept", "kept"]])
+        cursor.execute("SELECT 1")
+    assert calls == [(True, connection), (False, connection)]
+    seen.clear()
 
     with prevent_writes(), connection.execute_wrapper(spy), connection.cursor() as cursor:
         with pytest.raises(WriteForbiddenError):
@@ -378,13 +388,16 @@ def test_connections_opened_before_the_first_use_get_the_hook(monkeypatch):
     assert outcome == ["refused"]
 
 
-def test_misuse():
+def test_misuse(db):
     """A non-bool flag, a scope left where it is not active; the exception's family."""
     with pytest.raises(UsageError) as raised:
         prevent_writes("yes")  # type: ignore[arg-type]
     assert str(raised.value) == "prevent_writes(enabled) must be True or False, got str."
-    with pytest.raises(UsageError, match="must be True or False, got int"):
+    with pytest.raises(UsageError) as raised:
         in_database("other", prevent_writes=1)  # type: ignore[call-overload]
+    assert str(raised.value) == "in_database(prevent_writes=...) must be True or False, got int."
+    with in_database("other", prevent_writes=False):
+        Item.objects.create(name="allowed")
     scope = prevent_writes()
     with pytest.raises(RouteStateError) as raised_state:
         scope.__exit__(None, None, None)
@@ -488,3 +501,16 @@ def test_a_psycopg_composed_statement_is_read_as_sql(data):
         with pytest.raises(WriteForbiddenError) as raised:
             cursor.execute(sql.SQL("DELETE FROM {}").format(table))
     assert str(raised.value) == sql_refusal("default", 'DELETE FROM "testapp_item"')
+
+
+def test_a_preventing_block_prevents_at_every_entry(data):
+    """The same block object, entered again, prevents again; InDatabase alone does not."""
+    from dynroute import InDatabase, ReadOnly  # noqa: PLC0415
+
+    block = in_database("other", prevent_writes=True)
+    for _ in range(2):
+        with block, pytest.raises(WriteForbiddenError):
+            Item.objects.create(name="refused")
+    with InDatabase(ReadOnly("other")):
+        Item.objects.create(name="allowed")
+    assert contents()["default"] == ["allowed", "kept"]

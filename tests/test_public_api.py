@@ -68,5 +68,5 @@ def test_the_package_is_typed():
 def test_help_shows_which_arguments_in_database_takes():
     """help(in_database) shows unset options as <unset>, not an object's address."""
     shown = str(inspect.signature(dynroute.in_database))
-    assert shown.count("= <unset>") == 4
+    assert shown.count("= <unset>") == 5  # target, read, write, policy, prevent_writes
     assert "object at 0x" not in shown

@@ -96,6 +96,13 @@ PER_BACKEND = {
         ("SET and RESET", ["SET statement_timeout = 0", "RESET statement_timeout"], ALLOWED),
         ("EXPLAIN with options", ["EXPLAIN (COSTS OFF) SELECT 1"], ALLOWED),
         ("EXPLAIN ANALYZE of a select", ["EXPLAIN ANALYZE SELECT 1"], ALLOWED),
+        ("EXPLAIN of a select naming a column analyze", ["EXPLAIN SELECT 1 AS analyze"], ALLOWED),
+        (
+            "EXPLAIN ANALYSE, British spelling, of a delete",
+            [f"EXPLAIN ANALYSE DELETE FROM {T}"],
+            REFUSED,
+        ),
+        ("START TRANSACTION READ ONLY", ["START TRANSACTION READ ONLY", "ROLLBACK"], ALLOWED),
         ("TABLE", [f"TABLE {T}"], ALLOWED),
         ("START TRANSACTION, END", ["START TRANSACTION", "END"], ALLOWED),
         (
@@ -148,6 +155,8 @@ PER_BACKEND = {
         ("DESC", [f"DESC {T}"], ALLOWED),
         ("SET a user variable", ["SET @dynroute = 1"], ALLOWED),
         ("SET NAMES", ["SET NAMES utf8mb4"], ALLOWED),
+        ("SET a variable from PASSWORD()", ["SET @dynroute = PASSWORD('x')"], ALLOWED),
+        ("START TRANSACTION READ ONLY", ["START TRANSACTION READ ONLY", "ROLLBACK"], ALLOWED),
         ("START TRANSACTION", ["START TRANSACTION", "ROLLBACK"], ALLOWED),
         ("a hash comment", ["# a comment\nSELECT 1"], ALLOWED),
         ("a backslash-escaped quote", [f"SELECT 'a\\'; DELETE FROM {T}; -- '"], ALLOWED),
@@ -281,6 +290,7 @@ def test_the_classifier_gives_each_backends_table_without_a_server(vendor):
         ("mysql", 'DELETE "s3cret" FROM t', "DELETE ? FROM ..."),
         ("postgresql", "DELETE 's3cret' x", "DELETE ? x"),
         ("postgresql", "SELECT 1; UPDATE t SET a = 'x'", "UPDATE t SET ..."),
+        ("postgresql", 'SELECT 1; UPDATE "a" SET x = 1', 'UPDATE "a" SET ...'),
         ("postgresql", 'SELECT 1; UPDATE "a;b" SET x = 1', "UPDATE ? SET ..."),
         ("postgresql", "SELECT 1;; DROP TABLE t", "DROP TABLE t"),
         ("postgresql", "/* x */ DROP TABLE t", "DROP TABLE t"),
@@ -293,3 +303,10 @@ def test_the_classifier_gives_each_backends_table_without_a_server(vendor):
 def test_the_words_shown_keep_names_and_never_values(vendor, sql, shown):
     """Messages show the first three words, quoted names kept, literals blanked."""
     assert refused_part(sql, vendor) == shown
+
+
+def test_another_backend_gets_the_common_allow_list():
+    """A vendor dynroute has no list for (Oracle, a third-party backend): common reads."""
+    assert refused_part("SELECT 1 FROM dual", "oracle") is None
+    assert refused_part("DESCRIBE t", "oracle") == "DESCRIBE t"
+    assert refused_part("PRAGMA user_version", "oracle") == "PRAGMA user_version"

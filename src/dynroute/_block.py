@@ -379,7 +379,7 @@ def in_database(  # noqa: PLR0913 - the public signature: a target, its options,
     write: bool | _Unset = _UNSET,
     alias: str | None = None,
     policy: RoutingPolicy | _Unset = _UNSET,
-    prevent_writes: bool = False,
+    prevent_writes: bool | _Unset = _UNSET,
 ) -> InDatabase[Any]:
     """Route the queries of a block or of a function's calls to a database.
 
@@ -426,7 +426,7 @@ def in_database(  # noqa: PLR0913 - the public signature: a target, its options,
             django-dynamic-db-router).
         UnknownDatabaseError: On entry, the alias is not in ``settings.DATABASES``.
     """
-    if policy is _UNSET and alias is None and prevent_writes is False and type(target) is str:
+    if policy is _UNSET and alias is None and prevent_writes is _UNSET and type(target) is str:
         try:
             cached = _BLOCKS.get((target, read, write))
         except TypeError:  # an unhashable flag, refused below
