@@ -80,11 +80,17 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
 
 @pytest.fixture(autouse=True)
 def _no_route_leaks() -> Iterator[None]:
-    """Prove that no test leaves a route active or an alias registered behind it."""
+    """Prove that no test leaves a route, write prevention or an alias behind it."""
+    from dynroute._transactions import _ENTRIES  # noqa: PLC0415 - needs Django set up
+    from dynroute._writes import get_scope  # noqa: PLC0415
+
     aliases = set(connections.settings)
     assert CURRENT.get() is None, "a route was active before the test"
+    assert get_scope() is None, "write prevention was active before the test"
     yield
     assert CURRENT.get() is None, "the test left a route active"
+    assert get_scope() is None, "the test left write prevention active"
+    assert _ENTRIES.get() is None, "the test left a dynroute.atomic() block active"
     assert set(connections.settings) == aliases, "the test left a database alias registered"
     # Tests that run the async ORM under asyncio.run leave connections open in
     # asgiref's executor thread, which stops PostgreSQL from dropping the test

@@ -133,3 +133,10 @@ def test_current_alias_asks_a_custom_policy_for_writes_of_the_model():
     with in_database(policy=WritesOfItems()):
         assert current_alias(Item, write=True) == "other"
         assert current_alias(Item) == "default"
+
+
+def test_current_alias_inside_prevent_writes_only_asks():
+    """Asking where a write would go is not a write: no WriteForbiddenError."""
+    with in_database("other", write=True, prevent_writes=True):
+        assert current_alias(Item, write=True) == "other"
+        assert current_route() is not None

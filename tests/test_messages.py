@@ -16,7 +16,14 @@ import pytest
 from django.db import router
 from django.test.utils import override_settings
 
-from dynroute import DatabaseConfiguration, ReadOnly, _settings, in_database, prevent_writes
+from dynroute import (
+    DatabaseConfiguration,
+    DynamicDbRouter,
+    ReadOnly,
+    _settings,
+    in_database,
+    prevent_writes,
+)
 from dynroute._targets import check_alias
 from dynroute.exceptions import (
     ConfigurationError,
@@ -119,6 +126,14 @@ CASES = [
         f"in_database() cannot decorate the generator function functools.partial({rows!r})"
         + GENERATOR_ADVICE,
         id="decorating a partial of a generator function (no __qualname__)",
+    ),
+    pytest.param(
+        lambda: in_database(policy=DynamicDbRouter()),
+        UsageError,
+        "in_database(policy=...) cannot take dynroute's own router: it answers from the "
+        "blocks, so as a block's policy it would ask itself. Pass the policy of the "
+        "routing you want, as ReadWrite('replica') or a router of your own.",
+        id="dynroute's router as a policy",
     ),
     pytest.param(
         lambda: prevent_writes()(3),

@@ -120,6 +120,11 @@ PER_BACKEND = {
         ("a dollar-quoted literal", ["SELECT $$ ; DELETE FROM x $$"], ALLOWED),
         ("a tagged dollar-quoted literal", ["SELECT $q$ it's $$; DELETE $q$"], ALLOWED),
         ("an escaped quote in E''", [f"SELECT E'\\'; DELETE FROM {T}; --'"], ALLOWED),
+        (
+            "a word ending in e before a quote is no E''",
+            [f"SELECT 1 WHERE 'a' LIKE'a\\'; DELETE FROM {T}; --'"],
+            REFUSED,
+        ),
         ("a quoted identifier named like a write", ['SELECT 1 AS "delete"'], ALLOWED),
         ("FOR NO KEY UPDATE", [f"SELECT * FROM {T} FOR NO KEY UPDATE"], REFUSED),
         ("FOR KEY SHARE", [f"SELECT * FROM {T} FOR KEY SHARE"], REFUSED),
@@ -162,6 +167,16 @@ PER_BACKEND = {
         ("a backslash-escaped quote", [f"SELECT 'a\\'; DELETE FROM {T}; -- '"], ALLOWED),
         ("a backticked identifier", [f"SELECT `name` FROM `{T}`"], ALLOWED),
         ("EXPLAIN FORMAT=JSON", ["EXPLAIN FORMAT=JSON SELECT 1"], ALLOWED),
+        ("DESCRIBE a select", ["DESCRIBE SELECT 1"], ALLOWED),
+        ("DESCRIBE ANALYZE of an update", [f"DESCRIBE ANALYZE UPDATE {T} SET name = 'x'"], REFUSED),
+        (
+            "SET a variable, then GLOBAL",
+            ["SET @dynroute = 1, GLOBAL max_connections = 100"],
+            REFUSED,
+        ),
+        ("SET a @@global variable", ["SET @dynroute = 1, @@global.max_connections = 100"], REFUSED),
+        ("SET DEFAULT ROLE", ["SET DEFAULT ROLE ALL TO root"], REFUSED),
+        ("SET a variable to DEFAULT", ["SET SESSION sql_mode = DEFAULT"], ALLOWED),
         ("an executable comment", [f"/*!40000 DELETE FROM {T} */"], REFUSED),
         ("LOCK IN SHARE MODE", [f"SELECT * FROM {T} LOCK IN SHARE MODE"], REFUSED),
         ("SET GLOBAL", ["SET GLOBAL max_connections = 100"], REFUSED),
@@ -187,6 +202,10 @@ PER_BACKEND = {
         ("BEGIN DEFERRED, END", ["BEGIN DEFERRED", "END"], ALLOWED),
         ("a quoted identifier named like a write", ['SELECT 1 AS "delete"'], ALLOWED),
         ("PRAGMA =", ["PRAGMA foreign_keys = OFF"], REFUSED),
+        ("PRAGMA name(value)", ["PRAGMA user_version(42)"], REFUSED),
+        ("PRAGMA journal_mode(value)", ["PRAGMA journal_mode(DELETE)"], REFUSED),
+        ("PRAGMA index_list(table)", [f"PRAGMA index_list({T})"], ALLOWED),
+        ("BEGIN TRANSACTION", ["BEGIN TRANSACTION", "COMMIT"], ALLOWED),
         ("PRAGMA journal_mode=", ["PRAGMA journal_mode=WAL"], REFUSED),
         ("PRAGMA optimize", ["PRAGMA optimize"], REFUSED),
         ("PRAGMA wal_checkpoint", ["PRAGMA wal_checkpoint"], REFUSED),
@@ -290,6 +309,12 @@ def test_the_classifier_gives_each_backends_table_without_a_server(vendor):
         ("mysql", 'DELETE "s3cret" FROM t', "DELETE ? FROM ..."),
         ("postgresql", "DELETE 's3cret' x", "DELETE ? x"),
         ("postgresql", "SELECT 1; UPDATE t SET a = 'x'", "UPDATE t SET ..."),
+        ("sqlite", "INSERT INTO t(card)VALUES(4111111111111111)", "INSERT INTO t ..."),
+        ("sqlite", "DELETE 4111111111111111 x", "DELETE ? x"),
+        ("postgresql", "UPDATE t SET a = ARRAY['s3cret']", "UPDATE t SET ..."),
+        ("postgresql", "DELETE ARRAY['s3cret']", "DELETE ARRAY [ ..."),
+        ("postgresql", "DELETE[4111111111111111]", "DELETE [ ? ..."),
+        ("sqlite", 'DELETE "s3cret-looking name" x', 'DELETE "s3cret-looking name" x'),
         ("postgresql", 'SELECT 1; UPDATE "a" SET x = 1', 'UPDATE "a" SET ...'),
         ("postgresql", 'SELECT 1; UPDATE "a;b" SET x = 1', "UPDATE ? SET ..."),
         ("postgresql", "SELECT 1;; DROP TABLE t", "DROP TABLE t"),
@@ -310,3 +335,5 @@ def test_another_backend_gets_the_common_allow_list():
     assert refused_part("SELECT 1 FROM dual", "oracle") is None
     assert refused_part("DESCRIBE t", "oracle") == "DESCRIBE t"
     assert refused_part("PRAGMA user_version", "oracle") == "PRAGMA user_version"
+    assert refused_part("BEGIN DELETE FROM t; END;", "oracle") == "BEGIN DELETE FROM ..."
+    assert refused_part("BEGIN ISOLATION LEVEL SERIALIZABLE", "oracle") is None

@@ -10,7 +10,7 @@ from django.db import connections, transaction
 
 import dynroute
 from dynroute import ReadWrite, in_database
-from dynroute.exceptions import UsageError
+from dynroute.exceptions import RouteStateError, UsageError
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
@@ -331,3 +331,67 @@ def test_on_commit_is_not_robust_unless_asked():
 
     with pytest.raises(BoomError), in_database("other", write=True), dynroute.atomic():
         dynroute.on_commit(fail)
+
+
+def test_one_object_entered_by_two_threads_at_once():
+    """Each thread's entry leaves its own transaction, whatever order they end in."""
+    block = dynroute.atomic()
+    inside = threading.Barrier(2, timeout=10)
+    first_out = threading.Event()
+    seen: dict[str, object] = {}
+
+    def run(name: str, alias: str) -> None:
+        try:
+            with in_database(alias, write=True):
+                before = depth(alias)
+                with block:
+                    seen[name] = depth(alias) - before
+                    inside.wait()
+                    if name == "b":
+                        first_out.wait(timeout=10)
+                if name == "a":
+                    first_out.set()
+                seen[name + " after"] = depth(alias) - before
+        except BaseException as error:
+            seen[name] = error
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=run, args=args) for args in (("a", "other"), ("b", "default"))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert seen == {"a": 1, "b": 1, "a after": 0, "b after": 0}
+
+
+def test_a_coroutine_function_is_refused():
+    """Django's atomic would end before the coroutine's body ran: refused, saying why."""
+
+    async def report() -> None:
+        pass  # pragma: no cover - never called
+
+    with pytest.raises(UsageError) as raised:
+        dynroute.atomic(report)
+    assert str(raised.value) == (
+        "dynroute.atomic cannot decorate the coroutine function "
+        "test_a_coroutine_function_is_refused.<locals>.report: its body would run after "
+        "the transaction ended. Use it on a sync function called through sync_to_async()."
+    )
+    with pytest.raises(UsageError):
+        dynroute.atomic(using="other")(report)
+
+
+def test_a_failed_entry_leaves_nothing_behind():
+    """durable=True refused inside a transaction: the object can be entered again after."""
+    block = dynroute.atomic(durable=True)
+    with in_database("other", write=True):
+        with dynroute.atomic(), pytest.raises(RuntimeError, match="durable"), block:
+            pass  # pragma: no cover - never reached
+        with block:
+            Item.objects.create(name="durable")
+    assert stored("other") == ["durable"]
+    with pytest.raises(RouteStateError):
+        block.__exit__(None, None, None)

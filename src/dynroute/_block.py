@@ -40,7 +40,7 @@ from dynroute._policies import (
     fixed_answers,
     strategy_for,
 )
-from dynroute._router import forget_router_check, require_router
+from dynroute._router import DynamicDbRouter, forget_router_check, require_router
 from dynroute._state import ASK, Answer, Frame, get_frame, pop, push, set_frame
 from dynroute._targets import (
     DatabaseConfiguration,
@@ -50,11 +50,6 @@ from dynroute._targets import (
 )
 from dynroute._writes import enter_scope, leave_scope
 from dynroute.exceptions import DynrouteError, UnknownDatabaseError, UsageError
-
-if sys.version_info >= (3, 12):
-    pass
-else:  # pragma: no cover - before 3.12, inspect misses markcoroutinefunction()
-    pass
 
 if sys.version_info >= (3, 13):
     from typing import TypeVar as DefaultTypeVar
@@ -541,6 +536,13 @@ def _flag(name: str, value: object, *, default: bool) -> bool:
 
 
 def _check_policy(policy: object) -> None:
+    if isinstance(policy, DynamicDbRouter):
+        msg = (
+            "in_database(policy=...) cannot take dynroute's own router: it answers from "
+            "the blocks, so as a block's policy it would ask itself. Pass the policy "
+            "of the routing you want, as ReadWrite('replica') or a router of your own."
+        )
+        raise UsageError(msg)
     if isinstance(policy, type):
         msg = (
             f"in_database(policy=...) needs a policy object, not the class "

@@ -8,6 +8,7 @@ from django.db import router
 
 from dynroute._block import InDatabase, Route
 from dynroute._state import get_frame
+from dynroute._writes import prevent_writes
 
 if TYPE_CHECKING:
     from django.db.models import Model
@@ -41,5 +42,7 @@ def current_alias(model: type[Model], *, write: bool = False) -> str:
     (``write=True``) would make it, without hints.
     """
     if write:
-        return router.db_for_write(model)
+        # Asking is not writing: inside prevent_writes(), the router would refuse.
+        with prevent_writes(False):  # noqa: FBT003 - reads as "not preventing"
+            return router.db_for_write(model)
     return router.db_for_read(model)

@@ -43,7 +43,7 @@ class DynamicDbRouter:
             WriteForbiddenError: Writes are prevented here (``prevent_writes()``).
         """
         alias = decide_write(model, hints)
-        scope = get_scope()  # inlined preventing(): this runs on every write
+        scope = get_scope()  # inlined, not a call: this runs on every write
         if scope is not None and scope[0]:
             refuse_write(model, hints, alias)
         return alias

@@ -4,9 +4,9 @@ An allow-list, in the manner of Rails' ``prevent_writes`` and django-read-only: 
 statement is a read only if it starts with a read keyword of its backend and holds no
 part that writes. Everything else is a write, including what this module does not
 understand. Before looking at keywords, string literals, quoted identifiers and
-comments are blanked out (a comment can hide a write from a prefix test; a literal
-can hold any word), and the text is split into statements (``SELECT 1; DELETE ...``
-is a write).
+comments are blanked out, by the quoting rules of the backend (a comment can hide a
+write from a prefix test; a literal can hold any word), and the text is split into
+statements (``SELECT 1; DELETE ...`` is a write).
 """
 
 from __future__ import annotations
@@ -19,35 +19,46 @@ if TYPE_CHECKING:
 
 __all__ = ["refused_part"]
 
-# Literals, quoted identifiers and comments, blanked before keywords are read. MySQL's
-# executable comments (/*! ... */) run their contents there, so for MySQL they are
-# unwrapped instead. Backslash escapes are honoured in MySQL strings and in
-# PostgreSQL's E'...' strings; standard strings double their quotes.
-_COMMON: Final = r"""
-    (?P<dollar>\$\$.*?\$\$)
-  | (?P<tagged>\$(?P<tag>[A-Za-z_]\w*)\$.*?\$(?P=tag)\$)
-  | (?P<escaped>[Ee]'(?:[^'\\]|\\.|'')*')
-  | (?P<single>'(?:[^']|'')*')
-  | (?P<double>"(?:[^"]|"")*")
-  | (?P<backtick>`(?:[^`]|``)*`)
-  | (?P<bracket>\[[^\]]*\])
-  | (?P<line>--[^\n]*)
-  | (?P<block>/\*.*?(?:\*/|\Z))
-"""
-_MYSQL: Final = r"""
-    (?P<executable>/\*!\d*)
-  | (?P<executable_end>\*/)
-  | (?P<single>'(?:[^'\\]|\\.|'')*')
-  | (?P<double>"(?:[^"\\]|\\.|"")*")
-  | (?P<backtick>`(?:[^`]|``)*`)
-  | (?P<line>(?:--\s|\#)[^\n]*)
-  | (?P<block>/\*.*?(?:\*/|\Z))
-"""
-_BLANKS: Final = {
-    "mysql": re.compile(_MYSQL, re.DOTALL | re.VERBOSE),
-    None: re.compile(_COMMON, re.DOTALL | re.VERBOSE),
+# Literals, quoted identifiers and comments of each dialect. Standard strings double
+# their quotes; MySQL's and PostgreSQL's E'...' strings also take backslash escapes.
+# MySQL runs the contents of its executable comments (/*! ... */): they are unwrapped.
+_LINE: Final = r"(?P<line>--[^\n]*)"
+_BLOCK: Final = r"(?P<block>/\*.*?(?:\*/|\Z))"
+_SINGLE: Final = r"(?P<single>'(?:[^']|'')*')"
+_DOUBLE: Final = r'(?P<double>"(?:[^"]|"")*")'
+_BACKTICK: Final = r"(?P<backtick>`(?:[^`]|``)*`)"
+_DIALECTS: Final = {
+    "postgresql": [
+        r"(?P<dollar>\$\$.*?\$\$)",
+        r"(?P<tagged>\$(?P<tag>[A-Za-z_]\w*)\$.*?\$(?P=tag)\$)",
+        r"(?P<escaped>(?<![\w$])[Ee]'(?:[^'\\]|\\.|'')*')",
+        _SINGLE,
+        _DOUBLE,
+        _LINE,
+        _BLOCK,
+    ],
+    "mysql": [
+        r"(?P<executable>/\*!\d*)",
+        r"(?P<executable_end>\*/)",
+        r"(?P<single>'(?:[^'\\]|\\.|'')*')",
+        r'(?P<string>"(?:[^"\\]|\\.|"")*")',
+        _BACKTICK,
+        r"(?P<line>(?:--\s|\#)[^\n]*)",
+        _BLOCK,
+    ],
+    # SQLite, and any other backend: the SQL standard's quoting, and SQLite's extras.
+    "": [_SINGLE, _DOUBLE, _BACKTICK, r"(?P<bracket>\[[^\]]*\])", _LINE, _BLOCK],
 }
+_BLANKS: Final = {
+    dialect: re.compile("|".join(parts), re.DOTALL) for dialect, parts in _DIALECTS.items()
+}
+_COMMENTS: Final = frozenset({"line", "block", "executable", "executable_end"})
+# Quoted names, kept in messages; values never are.
+_NAMES: Final = frozenset({"double", "backtick"})
+
 _WORD: Final = re.compile(r"[A-Za-z_][A-Za-z_0-9$]*")
+# What a message shows: words, quoted names, "?" for what was blanked, numbers blanked.
+_SHOWN: Final = re.compile(r'"(?:[^"]|"")*"|`(?:[^`]|``)*`|[A-Za-z_][\w$]*|(\d[\w.]*)|\S')
 
 # Statements that only read, by their first keyword, on every backend.
 _READS: Final = frozenset(
@@ -60,6 +71,9 @@ _VENDOR_READS: Final = {
     "mysql": frozenset({"describe", "desc", "use"}),
     "sqlite": frozenset({"pragma"}),
 }
+_NO_READS: Final[frozenset[str]] = frozenset()
+# Statements that read unless a part of them writes.
+_QUERIES: Final = frozenset({"select", "with", "values", "table"})
 # Words that make a read-looking statement write or lock: a data-modifying part of
 # WITH, SELECT ... FOR UPDATE/SHARE, LOCK IN SHARE MODE, SELECT ... INTO (a new
 # table in PostgreSQL, a file in MySQL), and sequence functions.
@@ -67,20 +81,34 @@ _WRITE_WORDS: Final = frozenset(
     {"insert", "update", "delete", "merge", "share", "into", "lock", "nextval", "setval",
      "create", "drop", "alter", "truncate", "grant", "revoke"}
 )  # fmt: skip
-# SET forms that change the server, not the session (MySQL).
-_SERVER_SETTINGS: Final = frozenset({"global", "persist", "persist_only", "password"})
-# SQLite pragmas that change the database even without "=".
+_EXPLAIN_OPTIONS: Final = frozenset(
+    {"analyze", "analyse", "verbose", "costs", "settings", "buffers", "wal", "timing",
+     "summary", "format", "text", "json", "xml", "yaml", "true", "false", "on", "off",
+     "extended", "partitions", "memory", "serialize", "generic_plan", "query", "plan"}
+)  # fmt: skip
+# What may follow BEGIN: a transaction's mode, never a procedural block's statements.
+_TRANSACTION_MODES: Final = frozenset(
+    {"transaction", "work", "deferred", "immediate", "exclusive", "isolation", "level",
+     "read", "write", "only", "committed", "uncommitted", "repeatable", "serializable",
+     "deferrable", "not"}
+)  # fmt: skip
+# SET forms that change the server or an account, not the session (MySQL): anywhere
+# in the statement (SET @a = 1, GLOBAL x = 2), or as its first word.
+_SERVER_SCOPES: Final = frozenset({"global", "persist", "persist_only"})
+_ACCOUNT_SETTINGS: Final = frozenset({"password", "default", "resource"})
+# SQLite pragmas that read when given an argument: PRAGMA name(value) sets the others.
+_PRAGMAS_WITH_ARGUMENTS: Final = frozenset(
+    {"table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+     "foreign_key_list", "foreign_key_check", "integrity_check", "quick_check"}
+)  # fmt: skip
+# SQLite pragmas that change the database even without an argument.
 _WRITING_PRAGMAS: Final = frozenset(
     {"optimize", "wal_checkpoint", "incremental_vacuum", "shrink_memory"}
 )
 
 
-_COMMENTS: Final = frozenset({"line", "block", "executable", "executable_end"})
-# Quoted names, kept in messages (values never are). MySQL's "..." is a string.
-_NAMES: Final = {
-    "mysql": frozenset({"backtick"}),
-    None: frozenset({"double", "backtick", "bracket"}),
-}
+def _dialect(vendor: str) -> str:
+    return vendor if vendor in {"postgresql", "mysql"} else ""
 
 
 def _blank(sql: str, vendor: str, *, keep_names: bool = False) -> str:
@@ -89,8 +117,7 @@ def _blank(sql: str, vendor: str, *, keep_names: bool = False) -> str:
     Comments become a space; literals and names ``?``, so that no word inside them is
     read as a keyword, and no value reaches a message.
     """
-    dialect = "mysql" if vendor == "mysql" else None
-    names: frozenset[str] = _NAMES[dialect] if keep_names else frozenset()
+    names = _NAMES if keep_names else _NO_READS
 
     def replace(match: re.Match[str]) -> str:
         kind = match.lastgroup
@@ -100,7 +127,7 @@ def _blank(sql: str, vendor: str, *, keep_names: bool = False) -> str:
             return match.group()
         return " ? "
 
-    return _BLANKS[dialect].sub(replace, sql)
+    return _BLANKS[_dialect(vendor)].sub(replace, sql)
 
 
 def _statement_is_read(words: list[str], text: str, vendor: str) -> bool:
@@ -112,8 +139,9 @@ def _statement_is_read(words: list[str], text: str, vendor: str) -> bool:
 
 
 def _explain_reads(words: list[str], text: str) -> bool:  # noqa: ARG001 - a check
-    # EXPLAIN shows a plan without running the statement, unless ANALYZE runs it: then
-    # what follows the options must be a query that reads.
+    # EXPLAIN (and MySQL's DESCRIBE, its synonym) shows a plan without running the
+    # statement, unless ANALYZE runs it: then what follows the options must be a
+    # query that reads.
     if "analyze" not in words and "analyse" not in words:
         return True
     rest = [word for word in words[1:] if word not in _EXPLAIN_OPTIONS]
@@ -124,40 +152,39 @@ def _holds_no_write(words: list[str], text: str) -> bool:  # noqa: ARG001 - a ch
     return _WRITE_WORDS.isdisjoint(words)
 
 
-def _starts_a_transaction(words: list[str], text: str) -> bool:  # noqa: ARG001
+def _begins_a_transaction(words: list[str], text: str) -> bool:  # noqa: ARG001 - a check
+    return _TRANSACTION_MODES.issuperset(words[1:])
+
+
+def _starts_a_transaction(words: list[str], text: str) -> bool:  # noqa: ARG001 - a check
     return words[1:2] == ["transaction"]
 
 
-def _sets_the_session(words: list[str], text: str) -> bool:  # noqa: ARG001
+def _sets_the_session(words: list[str], text: str) -> bool:  # noqa: ARG001 - a check
     # Session settings read nothing and write nothing; these change the server.
-    return _SERVER_SETTINGS.isdisjoint(words[1:2])
+    return _SERVER_SCOPES.isdisjoint(words) and _ACCOUNT_SETTINGS.isdisjoint(words[1:2])
 
 
 def _pragma_reads(words: list[str], text: str) -> bool:
-    return "=" not in text and _WRITING_PRAGMAS.isdisjoint(words)
+    if "=" in text or not _WRITING_PRAGMAS.isdisjoint(words):
+        return False
+    return "(" not in text or not _PRAGMAS_WITH_ARGUMENTS.isdisjoint(words[1:2])
 
 
-_NO_READS: Final[frozenset[str]] = frozenset()
-# Statements that read unless a part of them writes.
-_QUERIES: Final = frozenset({"select", "with", "values", "table"})
 _CHECKS: Final[dict[str, Callable[[list[str], str], bool]]] = {
     "explain": _explain_reads,
+    "describe": _explain_reads,
+    "desc": _explain_reads,
     "select": _holds_no_write,
     "with": _holds_no_write,
     "values": _holds_no_write,
     "table": _holds_no_write,
     "declare": _holds_no_write,
+    "begin": _begins_a_transaction,
     "start": _starts_a_transaction,
     "set": _sets_the_session,
     "pragma": _pragma_reads,
 }
-
-
-_EXPLAIN_OPTIONS: Final = frozenset(
-    {"analyze", "analyse", "verbose", "costs", "settings", "buffers", "wal", "timing",
-     "summary", "format", "text", "json", "xml", "yaml", "true", "false", "on", "off",
-     "extended", "partitions", "memory", "serialize", "generic_plan", "query", "plan"}
-)  # fmt: skip
 
 
 def refused_part(sql: str, vendor: str) -> str | None:
@@ -165,8 +192,8 @@ def refused_part(sql: str, vendor: str) -> str | None:
 
     ``vendor`` is Django's ``connection.vendor``. ``None`` means every statement only
     reads; a statement that cannot be understood may write. The words come with
-    literals and comments blanked: enough to recognise the statement in a message,
-    never a value it carries.
+    literals, numbers and comments blanked: enough to recognise the statement in a
+    message, never a value it carries.
     """
     parts = _blank(sql, vendor).split(";")
     if not any(part.strip() for part in parts):
@@ -181,6 +208,6 @@ def refused_part(sql: str, vendor: str) -> str | None:
 
 
 def _first_words(statement: str, count: int = 3) -> str:
-    words = statement.split()
-    shown = " ".join(words[:count])
-    return shown if len(words) <= count else f"{shown} ..."
+    tokens = ["?" if match.group(1) else match.group() for match in _SHOWN.finditer(statement)]
+    shown = " ".join(tokens[:count])
+    return shown if len(tokens) <= count else f"{shown} ..."

@@ -9,12 +9,19 @@ the enclosing ``in_database`` block sends writes to.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+import sys
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from django.db import transaction
 
 from dynroute._state import ASK, get_frame
-from dynroute.exceptions import UsageError
+from dynroute.exceptions import RouteStateError, UsageError
+
+if sys.version_info >= (3, 12):
+    from inspect import iscoroutinefunction
+else:  # pragma: no cover - before 3.12, inspect misses markcoroutinefunction()
+    from asgiref.sync import iscoroutinefunction
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -50,27 +57,41 @@ def write_alias(function: str) -> str | None:
 
 
 class _RoutedAtomic(transaction.Atomic):
-    """Django's ``Atomic``, on the database of the route where it is entered."""
+    """Django's ``Atomic``, on the database of the route where it is entered.
+
+    Each entry resolves its database and enters a Django ``Atomic`` of its own, kept
+    in a ContextVar: one object can be entered by several threads and tasks at once,
+    and inside itself, each entry leaving the transaction it opened.
+    """
 
     def __init__(self, using: str | None, savepoint: bool, durable: bool) -> None:  # noqa: FBT001 - Django's signature
-        # self.using is set at each entry.
-        super().__init__(None, savepoint, durable)
+        super().__init__(using, savepoint, durable)
         self._arguments = (using, savepoint, durable)
-        # The alias of each active entry, innermost last: one object may be entered
-        # again inside itself, under another route.
-        self._entered: list[str | None] = []
 
-    def _recreate_cm(self) -> _RoutedAtomic:
-        # A decorated function's calls each resolve the route in force at the call,
-        # and calls in several threads must not share the list of entries.
-        return _RoutedAtomic(*self._arguments)
+    def __call__(self, func: _C) -> _C:
+        """Run every call of ``func`` in a transaction, as Django's ``@atomic`` does.
+
+        Raises:
+            UsageError: ``func`` is a coroutine function: its body would run after
+                the transaction ended (Django's ``atomic`` is synchronous only).
+        """
+        if iscoroutinefunction(func):
+            name = getattr(func, "__qualname__", repr(func))
+            msg = (
+                f"dynroute.atomic cannot decorate the coroutine function {name}: its body "
+                "would run after the transaction ended. Use it on a sync function called "
+                "through sync_to_async()."
+            )
+            raise UsageError(msg)
+        return super().__call__(func)
 
     def __enter__(self) -> None:
-        given = self._arguments[0]
-        alias = given if given is not None else write_alias("atomic")
-        self._entered.append(alias)
-        self.using = alias
-        super().__enter__()
+        using, savepoint, durable = self._arguments
+        if using is None:
+            using = write_alias("atomic")
+        entry = transaction.Atomic(using, savepoint, durable)
+        entry.__enter__()
+        _ENTRIES.set((self, entry, _ENTRIES.get()))
 
     def __exit__(
         self,
@@ -78,8 +99,25 @@ class _RoutedAtomic(transaction.Atomic):
         exc_value: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        self.using = self._entered.pop()
-        super().__exit__(exc_type, exc_value, exc_tb)
+        # The innermost entry of this object in this thread or task; Django's rules
+        # for atomic blocks make it the innermost of all.
+        top = _ENTRIES.get()
+        while top is not None and top[0] is not self:
+            top = top[2]
+        if top is None:
+            msg = (
+                "dynroute.atomic() was left without being active here: a block must be "
+                "left in the thread or task that entered it, once per entry."
+            )
+            raise RouteStateError(msg)
+        _ENTRIES.set(top[2])
+        top[1].__exit__(exc_type, exc_value, exc_tb)
+
+
+#: The active entries of route-following atomic blocks here: (block, Django's
+#: Atomic for the entry, the entries before), innermost first.
+_Entries: TypeAlias = "tuple[_RoutedAtomic, transaction.Atomic, _Entries] | None"
+_ENTRIES: ContextVar[_Entries] = ContextVar("dynroute_atomic", default=None)
 
 
 @overload

@@ -26,7 +26,18 @@ from __future__ import annotations
 import gc
 import threading
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast, final, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Final,
+    NoReturn,
+    ParamSpec,
+    TypeAlias,
+    TypeVar,
+    cast,
+    final,
+    overload,
+)
 
 from django.db import DEFAULT_DB_ALIAS
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -57,7 +68,7 @@ _R = TypeVar("_R")
 _T = TypeVar("_T")
 
 #: The prevention scopes active here, innermost first: ``(enabled, owner, parent)``.
-_Scope = tuple[bool, object, Any]
+_Scope: TypeAlias = "tuple[bool, object, _Scope | None]"
 _SCOPES: ContextVar[_Scope | None] = ContextVar("dynroute_prevent_writes", default=None)
 get_scope = _SCOPES.get
 
@@ -180,13 +191,16 @@ _ADVICE: Final = (
 )
 
 
-def refuse_write(model: type[Model], hints: dict[str, Any], alias: str | None) -> None:
+def refuse_write(model: type[Model], hints: dict[str, Any], alias: str | None) -> NoReturn:
     """Raise for an ORM write, where the router is asked for the database to write to.
 
     Args:
         model: The model being written.
         hints: Django's router hints (``instance``).
         alias: Where the routers so far would send it, or ``None``.
+
+    Raises:
+        WriteForbiddenError: Always.
     """
     if alias is None:
         instance = hints.get("instance")
