@@ -96,6 +96,11 @@ PER_BACKEND = {
         ("SET and RESET", ["SET statement_timeout = 0", "RESET statement_timeout"], ALLOWED),
         ("EXPLAIN with options", ["EXPLAIN (COSTS OFF) SELECT 1"], ALLOWED),
         ("EXPLAIN ANALYZE of a select", ["EXPLAIN ANALYZE SELECT 1"], ALLOWED),
+        (
+            "EXPLAIN ANALYZE of a prepared statement",
+            ["EXPLAIN ANALYZE EXECUTE dynroute_plan"],
+            REFUSED,
+        ),
         ("EXPLAIN of a select naming a column analyze", ["EXPLAIN SELECT 1 AS analyze"], ALLOWED),
         (
             "EXPLAIN ANALYSE, British spelling, of a delete",
@@ -205,6 +210,8 @@ PER_BACKEND = {
         ("PRAGMA name(value)", ["PRAGMA user_version(42)"], REFUSED),
         ("PRAGMA journal_mode(value)", ["PRAGMA journal_mode(DELETE)"], REFUSED),
         ("PRAGMA index_list(table)", [f"PRAGMA index_list({T})"], ALLOWED),
+        ("PRAGMA schema.table_info(table)", [f"PRAGMA main.table_info({T})"], ALLOWED),
+        ("PRAGMA schema.name(value)", ["PRAGMA main.user_version(42)"], REFUSED),
         ("BEGIN TRANSACTION", ["BEGIN TRANSACTION", "COMMIT"], ALLOWED),
         ("PRAGMA journal_mode=", ["PRAGMA journal_mode=WAL"], REFUSED),
         ("PRAGMA optimize", ["PRAGMA optimize"], REFUSED),
@@ -337,3 +344,4 @@ def test_another_backend_gets_the_common_allow_list():
     assert refused_part("PRAGMA user_version", "oracle") == "PRAGMA user_version"
     assert refused_part("BEGIN DELETE FROM t; END;", "oracle") == "BEGIN DELETE FROM ..."
     assert refused_part("BEGIN ISOLATION LEVEL SERIALIZABLE", "oracle") is None
+    assert refused_part("BEGIN NULL; END;", "oracle") == "BEGIN NULL"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 
@@ -380,8 +381,11 @@ def test_a_coroutine_function_is_refused():
         "test_a_coroutine_function_is_refused.<locals>.report: its body would run after "
         "the transaction ended. Use it on a sync function called through sync_to_async()."
     )
-    with pytest.raises(UsageError):
-        dynroute.atomic(using="other")(report)
+    with pytest.raises(UsageError) as raised:
+        dynroute.atomic(using="other")(functools.partial(report))
+    assert str(raised.value).startswith(
+        f"dynroute.atomic cannot decorate the coroutine function {functools.partial(report)!r}: "
+    )
 
 
 def test_a_failed_entry_leaves_nothing_behind():
@@ -393,5 +397,24 @@ def test_a_failed_entry_leaves_nothing_behind():
         with block:
             Item.objects.create(name="durable")
     assert stored("other") == ["durable"]
-    with pytest.raises(RouteStateError):
+    with pytest.raises(RouteStateError) as raised:
         block.__exit__(None, None, None)
+    assert str(raised.value) == LEFT_WRONGLY
+
+
+LEFT_WRONGLY = (
+    "dynroute.atomic() was left without being the innermost active here: an atomic block "
+    "is left in the thread or task that entered it, innermost first, once per entry."
+)
+
+
+def test_leaving_an_outer_atomic_first_is_refused():
+    """The inner one stays active, and both can still be left in order."""
+    outer, inner = dynroute.atomic(), dynroute.atomic()
+    outer.__enter__()
+    inner.__enter__()
+    with pytest.raises(RouteStateError) as raised:
+        outer.__exit__(None, None, None)
+    assert str(raised.value) == LEFT_WRONGLY
+    inner.__exit__(None, None, None)
+    outer.__exit__(None, None, None)

@@ -168,7 +168,11 @@ def _sets_the_session(words: list[str], text: str) -> bool:  # noqa: ARG001 - a 
 def _pragma_reads(words: list[str], text: str) -> bool:
     if "=" in text or not _WRITING_PRAGMAS.isdisjoint(words):
         return False
-    return "(" not in text or not _PRAGMAS_WITH_ARGUMENTS.isdisjoint(words[1:2])
+    if "(" not in text:
+        return True
+    # PRAGMA [schema.]name(argument): the name is the last word before the "(".
+    named = _WORD.findall(text.split("(", 1)[0])
+    return named[-1].lower() in _PRAGMAS_WITH_ARGUMENTS
 
 
 _CHECKS: Final[dict[str, Callable[[list[str], str], bool]]] = {

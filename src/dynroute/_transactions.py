@@ -76,7 +76,7 @@ class _RoutedAtomic(transaction.Atomic):
                 the transaction ended (Django's ``atomic`` is synchronous only).
         """
         if iscoroutinefunction(func):
-            name = getattr(func, "__qualname__", repr(func))
+            name = getattr(func, "__qualname__", None) or repr(func)
             msg = (
                 f"dynroute.atomic cannot decorate the coroutine function {name}: its body "
                 "would run after the transaction ended. Use it on a sync function called "
@@ -99,15 +99,13 @@ class _RoutedAtomic(transaction.Atomic):
         exc_value: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> None:
-        # The innermost entry of this object in this thread or task; Django's rules
-        # for atomic blocks make it the innermost of all.
+        # Atomic blocks end innermost first (Django relies on it too).
         top = _ENTRIES.get()
-        while top is not None and top[0] is not self:
-            top = top[2]
-        if top is None:
+        if top is None or top[0] is not self:
             msg = (
-                "dynroute.atomic() was left without being active here: a block must be "
-                "left in the thread or task that entered it, once per entry."
+                "dynroute.atomic() was left without being the innermost active here: an "
+                "atomic block is left in the thread or task that entered it, innermost "
+                "first, once per entry."
             )
             raise RouteStateError(msg)
         _ENTRIES.set(top[2])
