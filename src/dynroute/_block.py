@@ -20,8 +20,6 @@ from typing import (
     Final,
     Generic,
     NoReturn,
-    ParamSpec,
-    TypeVar,
     cast,
     final,
     overload,
@@ -31,7 +29,7 @@ from django.core.signals import setting_changed
 from django.db import connections
 
 from dynroute import _runtime
-from dynroute._decorating import decorate
+from dynroute._decorating import Decorator
 from dynroute._policies import (
     ReadOnly,
     ReadWrite,
@@ -57,7 +55,7 @@ else:  # pragma: no cover - TypeVar defaults (PEP 696) are new in 3.13
     from typing_extensions import TypeVar as DefaultTypeVar
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Hashable
+    from collections.abc import Hashable
     from types import TracebackType
 
     from dynroute._targets import TargetLike
@@ -66,9 +64,6 @@ __all__ = ["InDatabase", "Route", "in_database"]
 
 logger = logging.getLogger("dynroute")
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-_T = TypeVar("_T")
 # What route.alias is: str for a block with a target, str | None for a custom policy.
 _AliasT_co = DefaultTypeVar("_AliasT_co", bound="str | None", default="str | None", covariant=True)
 
@@ -102,13 +97,14 @@ class Route(Generic[_AliasT_co]):
 
 
 @final
-class InDatabase(Generic[_AliasT_co]):
+class InDatabase(Decorator, Generic[_AliasT_co]):
     """A block that routes queries by a policy; made by :func:`in_database`.
 
     Use it as ``with``, ``async with``, or a decorator of sync and async functions.
     ``InDatabase[str]`` is a block with a target; bare ``InDatabase`` is any block.
     """
 
+    _decorates = ("in_database()", "route")
     __slots__ = (
         "__weakref__",
         "_ask",
@@ -295,23 +291,6 @@ class InDatabase(Generic[_AliasT_co]):
         finally:
             if self._runtime is not None:
                 await _runtime.aleave(self._runtime)
-
-    @overload
-    def __call__(
-        self, func: Callable[_P, Coroutine[Any, Any, _T]], /
-    ) -> Callable[_P, Coroutine[Any, Any, _T]]: ...
-
-    @overload
-    def __call__(self, func: Callable[_P, _R], /) -> Callable[_P, _R]: ...
-
-    def __call__(self, func: Callable[_P, Any], /) -> Callable[_P, Any]:
-        """Route every call of ``func``; an ``async def`` stays a coroutine function.
-
-        Raises:
-            UsageError: ``func`` is not callable, is a class, or is a generator
-                function (its route would leak to the consumer between yields).
-        """
-        return decorate(self, func, "in_database()", "route")
 
 
 #: Blocks whose router and alias checks have passed, to be checked again on their next

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, cast, overload
 
 from dynroute.exceptions import UsageError
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
     from types import TracebackType
 
-__all__ = ["decorate"]
+__all__ = ["Decorator", "decorate"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -103,3 +103,31 @@ def _wrap_async(
             return await func(*args, **kwargs)
 
     return routed
+
+
+class Decorator:
+    """Makes a block a decorator: ``@block`` runs each call of a function inside it.
+
+    A subclass names itself for messages: ``_decorates = (name, what it holds)``.
+    """
+
+    __slots__ = ()
+    _decorates: ClassVar[tuple[str, str]]
+
+    @overload
+    def __call__(
+        self, func: Callable[_P, Coroutine[Any, Any, _T]], /
+    ) -> Callable[_P, Coroutine[Any, Any, _T]]: ...
+
+    @overload
+    def __call__(self, func: Callable[_P, _R], /) -> Callable[_P, _R]: ...
+
+    def __call__(self, func: Callable[_P, Any], /) -> Callable[_P, Any]:
+        """Run every call of ``func`` in this block; an ``async def`` stays a coroutine function.
+
+        Raises:
+            UsageError: ``func`` is not callable, is a class, or is a generator function
+                (the block would stay active in the code consuming it between yields).
+        """
+        name, held = self._decorates
+        return decorate(cast("Block", self), func, name, held)

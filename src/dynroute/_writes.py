@@ -31,24 +31,21 @@ from typing import (
     Any,
     Final,
     NoReturn,
-    ParamSpec,
     TypeAlias,
-    TypeVar,
     cast,
     final,
-    overload,
 )
 
 from django.db import DEFAULT_DB_ALIAS
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from dynroute._decorating import decorate
+from dynroute._decorating import Decorator
 from dynroute._sql import refused_part
 from dynroute.exceptions import RouteStateError, UsageError, WriteForbiddenError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import Callable
     from types import TracebackType
 
     from django.db.models import Model
@@ -63,9 +60,6 @@ __all__ = [
     "refuse_write",
 ]
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-_T = TypeVar("_T")
 
 #: The prevention scopes active here, innermost first: ``(enabled, owner, parent)``.
 _Scope: TypeAlias = "tuple[bool, object, _Scope | None]"
@@ -101,13 +95,14 @@ def leave_scope(owner: object, *, missing_ok: bool = False) -> None:
 
 
 @final
-class PreventWrites:
+class PreventWrites(Decorator):
     """A scope in which writes are refused, or allowed again; made by :func:`prevent_writes`.
 
     Use it as ``with``, ``async with``, or a decorator of sync and async functions.
     """
 
     __slots__ = ("_enabled",)
+    _decorates = ("prevent_writes()", "write prevention")
 
     def __init__(self, enabled: bool) -> None:  # noqa: FBT001 - see prevent_writes
         """Refuse writes (``enabled=True``) or allow them again. Use :func:`prevent_writes`."""
@@ -142,22 +137,6 @@ class PreventWrites:
     ) -> None:
         """As ``__exit__``."""
         leave_scope(self)
-
-    @overload
-    def __call__(
-        self, func: Callable[_P, Coroutine[Any, Any, _T]], /
-    ) -> Callable[_P, Coroutine[Any, Any, _T]]: ...
-
-    @overload
-    def __call__(self, func: Callable[_P, _R], /) -> Callable[_P, _R]: ...
-
-    def __call__(self, func: Callable[_P, Any], /) -> Callable[_P, Any]:
-        """Run every call of ``func`` in this scope; an ``async def`` stays a coroutine function.
-
-        Raises:
-            UsageError: ``func`` is not callable, is a class, or is a generator function.
-        """
-        return decorate(self, func, "prevent_writes()", "write prevention")
 
 
 def prevent_writes(enabled: bool = True) -> PreventWrites:  # noqa: FBT001, FBT002 - reads as prevent_writes(False)
