@@ -62,7 +62,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # The test databases' names as settings give them, before any run changed them.
-_TEST_NAMES = {alias: config["TEST"]["NAME"] for alias, config in test_settings.DATABASES.items()}
+_TEST_NAMES = {
+    alias: config["TEST"]["NAME"]
+    for alias, config in test_settings.DATABASES.items()
+    if "NAME" in config["TEST"]  # not the mirrors
+}
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +85,8 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
 @pytest.fixture(autouse=True)
 def _no_route_leaks() -> Iterator[None]:
     """Prove that no test leaves a route, write prevention or an alias behind it."""
-    from dynroute._transactions import _ENTRIES  # noqa: PLC0415 - needs Django set up
+    from dynroute import _replicas  # noqa: PLC0415 - needs Django set up
+    from dynroute._transactions import _ENTRIES  # noqa: PLC0415
     from dynroute._writes import get_scope  # noqa: PLC0415
 
     aliases = set(connections.settings)
@@ -91,6 +96,9 @@ def _no_route_leaks() -> Iterator[None]:
     assert CURRENT.get() is None, "the test left a route active"
     assert get_scope() is None, "the test left write prevention active"
     assert _ENTRIES.get() is None, "the test left a dynroute.atomic() block active"
+    assert _replicas._WRITTEN.get() is None, "the test left replica pinning active"
+    assert _replicas._FORCED.get() == 0, "the test left use_primary() active"
+    assert not _replicas.down_replicas(), "the test left a replica marked down"
     assert set(connections.settings) == aliases, "the test left a database alias registered"
     # Tests that run the async ORM under asyncio.run leave connections open in
     # asgiref's executor thread, which stops PostgreSQL from dropping the test

@@ -1,8 +1,17 @@
 """Django settings for dynroute's tests.
 
-``DYNROUTE_TEST_DB`` picks the backend of the two configured databases, ``default``
-and ``other``: ``sqlite`` (the default), ``postgresql`` or ``mariadb``. The servers are
-the local ones CI provides; ``DYNROUTE_PG_HOST`` etc. point elsewhere.
+``DYNROUTE_TEST_DB`` picks the backend of the configured databases: ``sqlite`` (the
+default), ``postgresql`` or ``mariadb``. The servers are the local ones CI provides;
+``DYNROUTE_PG_HOST`` etc. point elsewhere.
+
+- ``default`` and ``other``: two independent databases.
+- ``replica1`` and ``replica2``: "replicas" of ``default`` for the primary/replica
+  routing suite: databases of their own with the same tables, which never receive
+  the primary's rows (a replica whose replay is stopped), so a read that went to the
+  wrong place shows in the data.
+- ``standby`` (PostgreSQL only): a real streaming standby of the server on
+  ``DYNROUTE_PG_STANDBY_PORT`` (5433), started by ``tests/standby.py`` for
+  ``tests/test_replica_standby.py``; it mirrors ``default``'s test database.
 """
 
 from __future__ import annotations
@@ -15,6 +24,9 @@ from typing import Any
 BACKEND = os.environ.get("DYNROUTE_TEST_DB", "sqlite")
 # Distinguishes the test databases of a Django test runner started from the suite.
 SUFFIX = os.environ.get("DYNROUTE_TEST_NAME_SUFFIX", "")
+
+
+ALIASES = ("default", "other", "replica1", "replica2")
 
 
 def _databases(backend: str) -> dict[str, dict[str, Any]]:
@@ -31,7 +43,7 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
                 "NAME": str(folder / f"{prefix}-{alias}-main.sqlite3"),
                 "TEST": {"NAME": str(folder / f"{prefix}-{alias}{SUFFIX}.sqlite3")},
             }
-            for alias in ("default", "other")
+            for alias in ALIASES
         }
     if backend == "postgresql":
         server: dict[str, Any] = {
@@ -41,14 +53,21 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
             "USER": os.environ.get("DYNROUTE_PG_USER", "postgres"),
             "PASSWORD": os.environ.get("DYNROUTE_PG_PASSWORD", ""),
         }
-        return {
+        databases = {
             alias: {
                 **server,
                 "NAME": f"dynroute_{alias}",
                 "TEST": {"NAME": f"test_dynroute_{alias}{SUFFIX}"},
             }
-            for alias in ("default", "other")
+            for alias in ALIASES
         }
+        databases["standby"] = {
+            **server,
+            "PORT": os.environ.get("DYNROUTE_PG_STANDBY_PORT", "5433"),
+            "NAME": "dynroute_default",
+            "TEST": {"MIRROR": "default"},
+        }
+        return databases
     if backend == "mariadb":
         server = {
             "ENGINE": "django.db.backends.mysql",
@@ -64,7 +83,7 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
                 "NAME": f"dynroute_{alias}",
                 "TEST": {"NAME": f"test_dynroute_{alias}{SUFFIX}", "CHARSET": "utf8mb4"},
             }
-            for alias in ("default", "other")
+            for alias in ALIASES
         }
     msg = f"DYNROUTE_TEST_DB must be sqlite, postgresql or mariadb, not {backend!r}"
     raise ValueError(msg)

@@ -33,7 +33,11 @@ from dynroute.exceptions import (
     UnknownDatabaseError,
     UsageError,
 )
+from tests import settings as test_settings
 from tests.testapp.models import Item
+
+#: The configured aliases, as messages list them.
+CONFIGURED = ", ".join(repr(alias) for alias in test_settings.DATABASES)
 
 pytestmark = [
     pytest.mark.django_db(databases=["default", "other"]),
@@ -160,9 +164,9 @@ CASES = [
     pytest.param(
         lambda: enter(in_database("othre")),
         UnknownDatabaseError,
-        "The database alias 'othre' is not in settings.DATABASES (configured: 'default', "
-        "'other'). Add it to DATABASES, or pass in_database() a settings dict to use a "
-        "database that is not configured.",
+        f"The database alias 'othre' is not in settings.DATABASES (configured: {CONFIGURED}). "
+        "Add it to DATABASES, or pass in_database() a settings dict to use a database that "
+        "is not configured.",
         id="an alias that is not configured",
     ),
     pytest.param(

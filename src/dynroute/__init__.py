@@ -17,6 +17,7 @@ from __future__ import annotations
 from dynroute._block import InDatabase, Route, in_database
 from dynroute._current import current_alias, current_route
 from dynroute._policies import ReadOnly, ReadWrite, RoutingPolicy, WriteOnly
+from dynroute._replicas import PrimaryReplica, UsePrimary, use_primary
 from dynroute._router import DynamicDbRouter
 from dynroute._runtime import close_idle_connections
 from dynroute._targets import DatabaseAlias, DatabaseConfiguration, DatabaseTarget
@@ -32,10 +33,12 @@ __all__ = [
     "DynrouteError",
     "InDatabase",
     "PreventWrites",
+    "PrimaryReplica",
     "ReadOnly",
     "ReadWrite",
     "Route",
     "RoutingPolicy",
+    "UsePrimary",
     "WriteOnly",
     "atomic",
     "close_idle_connections",
@@ -44,4 +47,5 @@ __all__ = [
     "in_database",
     "on_commit",
     "prevent_writes",
+    "use_primary",
 ]

@@ -28,7 +28,7 @@ from typing import (
 from django.core.signals import setting_changed
 from django.db import connections
 
-from dynroute import _runtime
+from dynroute import _replicas, _runtime
 from dynroute._decorating import Decorator
 from dynroute._policies import (
     ReadOnly,
@@ -46,7 +46,7 @@ from dynroute._targets import (
     configuration_key,
     to_target,
 )
-from dynroute._writes import enter_scope, leave_scope
+from dynroute._writes import enter_scope, install_everywhere, leave_scope
 from dynroute.exceptions import DynrouteError, UnknownDatabaseError, UsageError
 
 if sys.version_info >= (3, 13):
@@ -86,9 +86,10 @@ class Route(Generic[_AliasT_co]):
     Attributes:
         alias: The alias of the block's target, for ``.using(route.alias)``,
             ``transaction.atomic(using=route.alias)``, ``connections[route.alias]``
-            and logs; for a runtime configuration, the alias it is registered under.
-            ``None`` for a custom policy, which has no single target (type checkers
-            see ``str`` for blocks with a target, ``str | None`` otherwise).
+            and logs; for a runtime configuration, the alias it is registered under;
+            for a :class:`~dynroute.PrimaryReplica`, the primary. ``None`` for a
+            custom policy, which has no single target (type checkers see ``str`` for
+            blocks with a target or a PrimaryReplica, ``str | None`` otherwise).
         policy: The policy that routes the block's queries.
     """
 
@@ -110,6 +111,7 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         "_ask",
         "_leaving",
         "_prevent",
+        "_primary_replica",
         "_read",
         "_route",
         "_runtime",
@@ -134,13 +136,23 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         # changes), or set up a runtime configuration (every time).
         self._setup = True
         self._runtime = target if type(target) is DatabaseConfiguration else None
+        # A primary/replica block chooses its replica on every entry (so never skips
+        # _set_up) and forgets its writes on leaving the outermost.
+        self._primary_replica = policy if type(policy) is _replicas.PrimaryReplica else None
         self._read = read
         self._write = write
         self._ask = policy if fixed is None else None
         self._prevent = prevent_writes
         # Whether leaving must do more than restore the route (hence one test per exit).
-        self._leaving = self._runtime is not None or prevent_writes
-        alias = target.alias if target is not None else None
+        self._leaving = (
+            self._runtime is not None or prevent_writes or self._primary_replica is not None
+        )
+        if target is not None:
+            alias: str | None = target.alias
+        elif self._primary_replica is not None:
+            alias = self._primary_replica.primary
+        else:
+            alias = None
         route = Route(alias, policy)
         self._route = cast("Route[_AliasT_co]", route)
         # The frame of an entry with no enclosing block is always the same: build it
@@ -167,7 +179,7 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
                 reached; nothing is left registered.
         """
         if self._setup:
-            self._set_up()
+            return self._enter_set_up()
         # The body of _state.push, inlined: this runs on every entry.
         parent = get_frame()
         if parent is None:
@@ -182,6 +194,24 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         set_frame((self, read, write, self._ask, parent))
         return self._route
 
+    def _enter_set_up(self) -> Route[_AliasT_co]:
+        """Enter after :meth:`_set_up`, with this entry's own policy for a PrimaryReplica."""
+        ask = self._entry_policy()
+        self._set_up()
+        push(self, self._read, self._write, ask)
+        if self._primary_replica is not None:
+            _replicas.entered()
+        return self._route
+
+    def _entry_policy(self) -> RoutingPolicy | None:
+        """The policy the frame of this entry asks (a PrimaryReplica's entry, with its replica).
+
+        Made before anything else of the entry: a choose function may raise.
+        """
+        if self._primary_replica is not None:
+            return self._primary_replica.enter()
+        return self._ask
+
     def _set_up(self) -> None:
         """Check the router and the alias (the first time), register the configuration.
 
@@ -190,6 +220,9 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         require_router()
         if self._runtime is not None:
             _runtime.enter(self._runtime)
+        elif self._primary_replica is not None:
+            self._primary_replica.check_aliases()
+            install_everywhere()  # the write hook pins on writes that skip the router
         else:
             alias = self._route.alias
             if alias is not None and alias not in connections.settings:
@@ -222,6 +255,8 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
     def _leave(self) -> None:
         """End the write prevention this block started; release its configuration."""
         try:
+            if self._primary_replica is not None:
+                _replicas.leave()
             if self._prevent:
                 leave_scope(self)
         finally:
@@ -250,6 +285,8 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
 
     def _drop(self) -> None:
         """Undo this block's entry, which an enclosing block's exit dropped."""
+        if self._primary_replica is not None:
+            _replicas.leave()
         if self._prevent:
             # Its scope may be gone already, dropped by an enclosing scope's exit.
             leave_scope(self, missing_ok=True)
@@ -267,6 +304,7 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
             DatabaseConnectionError: A runtime configuration's database cannot be
                 reached; nothing is left registered.
         """
+        ask = self._entry_policy()
         if self._runtime is not None:
             require_router()
             await _runtime.aenter(self._runtime)
@@ -274,7 +312,9 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
                 enter_scope(self, enabled=True)
         elif self._setup:
             self._set_up()
-        push(self, self._read, self._write, self._ask)
+        push(self, self._read, self._write, ask)
+        if self._primary_replica is not None:
+            _replicas.entered()
         return self._route
 
     async def __aexit__(
@@ -286,6 +326,8 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         """Restore the enclosing route; close what the async ORM opened."""
         self._release(pop(self))
         try:
+            if self._primary_replica is not None:
+                _replicas.leave()
             if self._prevent:
                 leave_scope(self)
         finally:
@@ -335,7 +377,9 @@ def in_database(
 
 @overload
 def in_database(
-    *, policy: ReadOnly | ReadWrite | WriteOnly, prevent_writes: bool = False
+    *,
+    policy: ReadOnly | ReadWrite | WriteOnly | _replicas.PrimaryReplica,
+    prevent_writes: bool = False,
 ) -> InDatabase[str]: ...
 
 

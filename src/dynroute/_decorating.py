@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, Protocol, TypeVar, c
 from dynroute.exceptions import UsageError
 
 if sys.version_info >= (3, 12):
-    from inspect import iscoroutinefunction
+    from inspect import iscoroutinefunction, markcoroutinefunction
 else:  # pragma: no cover - before 3.12, inspect misses markcoroutinefunction()
-    from asgiref.sync import iscoroutinefunction
+    from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
     from types import TracebackType
 
-__all__ = ["Decorator", "decorate"]
+__all__ = ["Decorator", "decorate", "iscoroutinefunction", "markcoroutinefunction"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

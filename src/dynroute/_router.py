@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import router
 
+from dynroute._replicas import groups
 from dynroute._state import decide_read, decide_write
 from dynroute._writes import get_scope, refuse_write
 from dynroute.exceptions import ConfigurationError
@@ -49,13 +50,19 @@ class DynamicDbRouter:
         return alias
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:  # noqa: ARG002, ANN401 - Django's router signature
-        """Have no opinion on relations: ``None``.
+        """Allow relations within a primary/replica group; else have no opinion (``None``).
 
-        Django's rule then applies: objects may be related only if they come from the
-        same database, unless another router allows more (a primary/replica router,
-        for example). django-dynamic-db-router allowed every relation; see the README
-        for how to keep that where the data really is the same.
+        Objects read from a primary and from its replicas (any ``PrimaryReplica``
+        made in this process) may be related: they hold the same data. Otherwise
+        Django's rule applies: objects may be related only if they come from the same
+        database, unless another router allows more. django-dynamic-db-router allowed
+        every relation; see the README for how to keep that where the data really is
+        the same.
         """
+        first = obj1._state.db  # noqa: SLF001 - Django's model API
+        group = groups().get(first) if first is not None else None
+        if group is not None and obj2._state.db in group:  # noqa: SLF001
+            return True
         return None
 
     def allow_migrate(

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["refused_part"]
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+__all__ = ["refused_part", "statement_text"]
 
 # Literals, quoted identifiers and comments of each dialect. Standard strings double
 # their quotes; MySQL's and PostgreSQL's E'...' strings also take backslash escapes.
@@ -189,6 +191,14 @@ _CHECKS: Final[dict[str, Callable[[list[str], str], bool]]] = {
     "set": _sets_the_session,
     "pragma": _pragma_reads,
 }
+
+
+def statement_text(sql: object, connection: BaseDatabaseWrapper) -> str | None:
+    """Return ``sql`` as a string (psycopg's composed statements too), or ``None``."""
+    if not isinstance(sql, str):
+        as_string = getattr(sql, "as_string", None)  # psycopg's sql.Composable
+        sql = as_string(connection.connection) if callable(as_string) else None
+    return sql if isinstance(sql, str) else None
 
 
 def refused_part(sql: str, vendor: str) -> str | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from django.db import transaction
 
+from dynroute._replicas import write_primary
 from dynroute._state import ASK, get_frame
 from dynroute.exceptions import RouteStateError, UsageError
 
@@ -38,6 +39,8 @@ def write_alias(function: str) -> str | None:
     The write alias of the innermost block that routes writes; ``None``, which Django
     reads as ``"default"``, outside every block or where no block routes writes.
 
+    Inside a :class:`~dynroute.PrimaryReplica` block, the primary.
+
     Raises:
         UsageError: A custom policy decides the writes here, per model: there is no
             single database to name.
@@ -47,6 +50,9 @@ def write_alias(function: str) -> str | None:
         return None
     answer = frame[2]
     if answer is ASK:
+        primary = write_primary(frame)
+        if primary is not None:
+            return primary
         msg = (
             f"{function}(using=None) inside in_database(policy=...) cannot tell which "
             "database the block writes to: its policy decides per model. Pass "

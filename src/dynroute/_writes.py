@@ -11,14 +11,16 @@ Two checks, one per door a write can take:
   them as reads.
 
 The scope lives in a ContextVar, like the route stack: per thread and per task, carried
-into ``sync_to_async``. The hook is installed on the first use of ``prevent_writes()``,
+into ``sync_to_async``. The hook is installed on the first use of ``prevent_writes()``
+or of a PrimaryReplica block (whose pinning it tells of writes that skip the router),
 on every connection that exists by then in any thread (found by the garbage
 collector's list of objects: a connection opened before dynroute was imported has no
 other trace) and, through Django's ``connection_created`` signal, on every connection
 opened after. Inserted first, not entered with ``execute_wrapper()``, it is never
 popped by a user's own ``execute_wrapper()`` block, whatever order those end in
 (django-read-only issue #180). Until the first use, no hook runs; after it, the hook
-costs one ContextVar lookup per statement while nothing is prevented.
+costs two ContextVar lookups per statement while nothing is prevented and no
+PrimaryReplica block is active.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 from dynroute._decorating import Decorator
-from dynroute._sql import refused_part
+from dynroute._replicas import get_written, note_statement
+from dynroute._sql import refused_part, statement_text
 from dynroute.exceptions import RouteStateError, UsageError, WriteForbiddenError
 
 if TYPE_CHECKING:
@@ -203,17 +206,18 @@ def _hook(
     scope = get_scope()
     if scope is not None and scope[0]:
         _check_statement(sql, context["connection"])
+    written = get_written()
+    if written is not None:
+        note_statement(sql, context["connection"], written)
     return execute(sql, params, many, context)
 
 
 def _check_statement(sql: object, connection: BaseDatabaseWrapper) -> None:
-    if not isinstance(sql, str):
-        as_string = getattr(sql, "as_string", None)  # psycopg's sql.Composable
-        sql = as_string(connection.connection) if callable(as_string) else None
-    if not isinstance(sql, str):
+    text = statement_text(sql, connection)
+    if text is None:
         part: str | None = "(a statement that is not a string)"
     else:
-        part = refused_part(sql, connection.vendor)
+        part = refused_part(text, connection.vendor)
     if part is not None:
         msg = f"{_PREFIX}a statement on database {connection.alias!r}: {part!r}{_ADVICE}"
         raise WriteForbiddenError(msg)

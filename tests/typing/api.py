@@ -154,3 +154,33 @@ _pending.close()
 assert_type(dynroute.prevent_writes(), dynroute.PreventWrites)
 assert_type(in_database("replica", prevent_writes=True), InDatabase[str])
 assert_type(in_database(policy=ByModel(), prevent_writes=True), InDatabase[str | None])
+
+
+# Primary and replicas.
+_replicas = dynroute.PrimaryReplica("default", ("replica1", "replica2"))
+assert_type(in_database(policy=_replicas), InDatabase[str])
+assert_type(dynroute.PrimaryReplica("default", ["r"], choose="random"), dynroute.PrimaryReplica)
+assert_type(
+    dynroute.PrimaryReplica(replicas=("r",), choose=lambda up: up[0]), dynroute.PrimaryReplica
+)
+assert_type(dynroute.use_primary(), dynroute.UsePrimary)
+
+
+def primary_route() -> str:
+    with in_database(policy=_replicas) as route:
+        return route.alias
+
+
+@dynroute.use_primary
+def _view(x: int) -> str:
+    return str(x)
+
+
+@dynroute.use_primary()
+async def _aview(x: int) -> str:
+    return str(x)
+
+
+assert_type(_view(1), str)
+_later = assert_type(_aview(1), Coroutine[Any, Any, str])
+_later.close()

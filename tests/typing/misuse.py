@@ -97,3 +97,10 @@ dynroute.atomic(using=1)  # type: ignore[call-overload]  # misuse: an int alias
 dynroute.on_commit(count_rows)  # type: ignore[arg-type]  # misuse: a callback taking arguments
 dynroute.prevent_writes("yes")  # type: ignore[arg-type]  # misuse: a str flag
 in_database("replica", prevent_writes=1)  # type: ignore[call-overload]  # misuse: an int flag
+
+# Primary and replicas.
+dynroute.PrimaryReplica("default", ("r",), choose="fastest")  # type: ignore[arg-type]  # misuse: no such choice
+dynroute.PrimaryReplica("default", ("r",), choose=lambda _up: 1)  # type: ignore[arg-type,return-value]  # misuse: a choice that is not an alias
+dynroute.PrimaryReplica("default", (1,))  # type: ignore[arg-type]  # misuse: an int alias
+dynroute.PrimaryReplica("default", ("r",), pin_after_write="yes")  # type: ignore[arg-type]  # misuse: a str flag
+dynroute.use_primary("default")  # type: ignore[call-overload]  # misuse: use_primary takes no alias

@@ -1,0 +1,634 @@
+"""PrimaryReplica, use_primary() and replica health, on every backend.
+
+The "replicas" here (tests/settings.py) are databases of their own with the same
+tables that never receive the primary's rows: a replica whose replay is stopped. A
+read that went to a replica does not see a row written to the primary, so where a
+query went shows in its result, not only in the router's answer. Most tests commit
+(``transaction=True``): inside a transaction on the primary, reads go to the primary,
+which is the point of one of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.core import checks
+from django.db import connections, transaction
+from django.test import override_settings
+
+import dynroute
+from dynroute import PrimaryReplica, _replicas, in_database, use_primary
+from dynroute.checks import check_replica_mirrors
+from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
+from tests.testapp.models import Author, Book, Item
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+REPLICAS = ("replica1", "replica2")
+DATABASES = ["default", "other", "replica1", "replica2"]
+
+pytestmark = pytest.mark.django_db(databases=DATABASES, transaction=True)
+
+
+def replicas(**options: Any) -> PrimaryReplica:
+    """A PrimaryReplica on default and the two test replicas."""
+    return PrimaryReplica("default", REPLICAS, **options)
+
+
+def read_alias() -> str:
+    """Where a read of Item goes here, now."""
+    return Item.objects.all().db
+
+
+def visible(name: str) -> bool:
+    """Whether a read here finds the Item called ``name``."""
+    return Item.objects.filter(name=name).exists()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """Replace the clock replica health reads; ``clock[0] += s`` moves it on."""
+    now = [1000.0]
+    monkeypatch.setattr(_replicas.time, "monotonic", lambda: now[0])
+    yield now
+    _replicas.mark_up()
+
+
+@pytest.fixture
+def broken(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Make a replica's connection fail to open, until ``repair(alias)`` is called.
+
+    Returns ``(break_, repair, attempts)``: ``attempts[alias]`` counts the connection
+    attempts made to it since it was broken.
+    """
+    originals: dict[str, dict[str, Any]] = {}
+    attempts: dict[str, int] = {}
+
+    def break_(alias: str) -> None:
+        wrapper = connections[alias]
+        wrapper.close()
+        originals[alias] = dict(wrapper.settings_dict)
+        attempts[alias] = 0
+        real = type(wrapper).get_new_connection
+
+        def failing(self: Any, params: Any) -> Any:
+            attempts[alias] += 1
+            if alias in originals:
+                from django.db import OperationalError  # noqa: PLC0415
+
+                msg = f"could not connect to {alias} (password=s3cret-password)"
+                raise OperationalError(msg)
+            return real(self, params)
+
+        monkeypatch.setattr(wrapper, "get_new_connection", failing.__get__(wrapper))
+
+    def repair(alias: str) -> None:
+        originals.pop(alias)
+
+    yield break_, repair, attempts
+    _replicas.mark_up()
+
+
+# Routing
+
+
+def test_reads_go_to_one_replica_per_block_and_writes_to_the_primary() -> None:
+    """A block reads from the replica chosen on entry, for every read; writes hit the primary."""
+    Item.objects.create(name="on-primary")
+    block = in_database(policy=replicas(pin_after_write=False))
+    with block:
+        chosen = read_alias()
+        assert chosen in REPLICAS
+        assert [read_alias() for _ in range(5)] == [chosen] * 5
+        assert not visible("on-primary")  # the replica does not have it
+        Item.objects.create(name="written")
+        assert read_alias() == chosen  # pinning off
+    assert Item.objects.using("default").filter(name="written").exists()
+    assert not Item.objects.using(chosen).filter(name="written").exists()
+
+
+def test_round_robin_alternates_the_replicas_between_entries() -> None:
+    """Successive entries of one block take the replicas in turn."""
+    block = in_database(policy=replicas())
+    seen = []
+    for _ in range(6):
+        with block:
+            seen.append(read_alias())
+    assert seen[0::2] == [seen[0]] * 3
+    assert seen[1::2] == [seen[1]] * 3
+    assert {seen[0], seen[1]} == set(REPLICAS)
+
+
+def test_random_choice_stays_among_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """choose="random" picks each entry's replica with random.choice over the replicas."""
+    picks = iter(["replica2", "replica1", "replica2"])
+    monkeypatch.setattr(_replicas.random, "choice", lambda _seq: next(picks))
+    block = in_database(policy=replicas(choose="random"))
+    seen = []
+    for _ in range(3):
+        with block:
+            seen.append(read_alias())
+    assert seen == ["replica2", "replica1", "replica2"]
+
+
+def test_a_choose_function_gets_the_replicas_that_are_up_and_picks_one(
+    clock: list[float], broken: Any
+) -> None:
+    """A choose function is given the replicas that are up, and its pick is used."""
+    given: list[tuple[str, ...]] = []
+
+    def last(up: tuple[str, ...]) -> str:
+        given.append(up)
+        return up[-1]
+
+    block = in_database(policy=replicas(choose=last))
+    with block:
+        assert read_alias() == "replica2"
+    break_, _, _ = broken
+    break_("replica2")
+    with block:
+        assert read_alias() == "replica1"  # replica2 failed on connect: marked down
+    with block:
+        assert read_alias() == "replica1"  # chosen among the replicas that are up
+    assert given == [REPLICAS, REPLICAS, ("replica1",)]
+
+
+def test_a_choose_function_returning_something_else_is_refused() -> None:
+    """A pick that is not one of the replicas given is an error naming it, on entry."""
+    block = in_database(policy=replicas(choose=lambda _up: "default"))
+    with pytest.raises(UsageError, match=r"returned 'default', which is not one of the replicas"):
+        block.__enter__()
+    assert dynroute.current_route() is None
+
+
+# Pinning
+
+
+def test_reads_go_to_the_primary_after_a_write_until_the_block_exits() -> None:
+    """Read your writes: after a write the block reads the primary; the next block does not."""
+    block = in_database(policy=replicas())
+    with block:
+        before = read_alias()
+        assert before in REPLICAS
+        Item.objects.create(name="mine")
+        assert read_alias() == "default"
+        assert visible("mine")  # read your writes
+    with block:
+        assert read_alias() in REPLICAS  # a new block starts unpinned
+        assert not visible("mine")
+
+
+def test_without_pinning_a_read_after_a_write_is_stale() -> None:
+    """What pinning prevents: the same steps with pin_after_write=False miss the row."""
+    with in_database(policy=replicas(pin_after_write=False)):
+        Item.objects.create(name="mine")
+        assert not visible("mine")
+
+
+def test_a_write_in_an_inner_block_pins_the_outer_block_until_it_exits() -> None:
+    """A write inside a nested block still pins the enclosing block after the inner one exits."""
+    policy = replicas()
+    with in_database(policy=policy):
+        with in_database(policy=policy):
+            Item.objects.create(name="inner")
+        assert read_alias() == "default"
+        assert visible("inner")
+    with in_database(policy=policy):
+        assert read_alias() in REPLICAS
+
+
+def test_a_block_entered_after_a_write_reads_the_primary_too() -> None:
+    """A block entered inside a pinned block reads the primary, or it would miss the write."""
+    policy = replicas()
+    with in_database(policy=policy):
+        Item.objects.create(name="outer")
+        with in_database(policy=policy):
+            assert visible("outer")
+
+
+def test_a_plain_block_inside_routes_as_it_says_and_the_pin_survives_it() -> None:
+    """An ordinary block inside a pinned one routes as it says; the pin is back after it."""
+    with in_database(policy=replicas()):
+        Item.objects.create(name="pinned")
+        with in_database("other"):
+            assert read_alias() == "other"
+        assert read_alias() == "default"
+
+
+def test_a_write_in_a_child_task_pins_that_task_not_its_siblings() -> None:
+    """A task's write pins that task, not its siblings; sync_to_async pins its caller."""
+    policy = replicas()
+
+    async def writer(seen: dict[str, str]) -> None:
+        await Item.objects.acreate(name="by-writer")
+        seen["writer"] = await sync_to_async(read_alias)()
+        seen["writer sees"] = str(await Item.objects.filter(name="by-writer").aexists())
+
+    async def reader(seen: dict[str, str], written: asyncio.Event) -> None:
+        await written.wait()
+        seen["sibling"] = await sync_to_async(read_alias)()
+
+    async def main() -> dict[str, str]:
+        seen: dict[str, str] = {}
+        async with in_database(policy=policy):
+            written = asyncio.Event()
+
+            async def write_then_signal() -> None:
+                await writer(seen)
+                written.set()
+
+            await asyncio.gather(write_then_signal(), reader(seen, written))
+            seen["parent"] = await sync_to_async(read_alias)()
+            await Item.objects.acreate(name="by-parent")  # sync_to_async hands the pin back
+            seen["parent after its write"] = await sync_to_async(read_alias)()
+        return seen
+
+    seen = asyncio.run(main())
+    assert seen["writer"] == "default"
+    assert seen["writer sees"] == "True"
+    assert seen["sibling"] in REPLICAS
+    assert seen["parent"] in REPLICAS
+    assert seen["parent after its write"] == "default"
+
+
+def test_threads_each_in_their_own_block_pin_only_themselves() -> None:
+    """Threads in blocks on one policy: a thread's write pins that thread only."""
+    policy = replicas()
+    barrier = threading.Barrier(4)
+    results: dict[int, tuple[str, str, bool]] = {}
+
+    def work(number: int) -> None:
+        try:
+            with in_database(policy=policy):
+                barrier.wait(timeout=30)
+                before = read_alias()
+                if number % 2:
+                    Item.objects.create(name=f"thread-{number}")
+                barrier.wait(timeout=30)
+                results[number] = (before, read_alias(), visible(f"thread-{number}"))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for number, (before, after, sees_own) in results.items():
+        assert before in REPLICAS
+        if number % 2:
+            assert (after, sees_own) == ("default", True)
+        else:
+            assert after in REPLICAS  # a writing thread did not pin this one
+    assert len(results) == 4
+
+
+# Transactions
+
+
+@pytest.mark.parametrize(
+    "atomic", [transaction.atomic, dynroute.atomic], ids=["django", "dynroute"]
+)
+def test_reads_go_to_the_primary_inside_a_transaction_on_it(atomic: Any) -> None:
+    """Inside a transaction on the primary (Django's or dynroute's), reads go to the primary."""
+    with in_database(policy=replicas()):
+        assert read_alias() in REPLICAS
+        with atomic():
+            assert read_alias() == "default"
+            assert Item.objects.all().db == "default"
+        assert read_alias() in REPLICAS  # the transaction wrote nothing: no pin
+
+
+def test_a_transaction_sees_its_own_uncommitted_rows() -> None:
+    """Even without pinning, a transaction's reads see its own uncommitted rows."""
+    with in_database(policy=replicas(pin_after_write=False)), dynroute.atomic():
+        Item.objects.create(name="uncommitted")
+        assert visible("uncommitted")
+
+
+@pytest.mark.django_db(databases=DATABASES, transaction=False)
+def test_inside_a_test_case_transaction_every_read_goes_to_the_primary() -> None:
+    """Django's TestCase wraps each test in a transaction on the primary: reads follow it."""
+    with in_database(policy=replicas()):
+        assert read_alias() == "default"
+
+
+# use_primary
+
+
+def test_use_primary_sends_reads_to_the_primary_and_nesting_restores() -> None:
+    """use_primary() reads the primary; leaving a nested scope keeps the enclosing one."""
+    with in_database(policy=replicas()):
+        with use_primary():
+            assert read_alias() == "default"
+            with use_primary():
+                assert read_alias() == "default"
+            assert read_alias() == "default"  # the outer scope is still active
+        assert read_alias() in REPLICAS
+
+
+def test_use_primary_decorates_sync_and_async_functions_with_and_without_parentheses() -> None:
+    """@use_primary and @use_primary() work on sync and async functions."""
+
+    @use_primary
+    def bare() -> str:
+        return read_alias()
+
+    @use_primary()
+    def called() -> str:
+        return read_alias()
+
+    @use_primary
+    async def coroutine() -> str:
+        return await sync_to_async(read_alias)()
+
+    async def in_block() -> str:
+        async with in_database(policy=replicas()):
+            return await coroutine()
+
+    with in_database(policy=replicas()):
+        assert bare() == called() == "default"
+        assert read_alias() in REPLICAS
+    assert asyncio.run(in_block()) == "default"
+
+
+def test_use_primary_is_an_async_context_manager() -> None:
+    """Async with use_primary() reads the primary, in the async ORM's thread too."""
+
+    async def main() -> tuple[str, str]:
+        async with in_database(policy=replicas()):
+            async with use_primary():
+                inside = await sync_to_async(read_alias)()
+            return inside, await sync_to_async(read_alias)()
+
+    inside, after = asyncio.run(main())
+    assert inside == "default"
+    assert after in REPLICAS
+
+
+def test_use_primary_left_without_entry_raises() -> None:
+    """Leaving use_primary() where it is not active is a RouteStateError."""
+    with pytest.raises(RouteStateError, match=r"use_primary\(\) was left without being active"):
+        use_primary().__exit__(None, None, None)
+
+
+def test_use_primary_has_no_effect_outside_replica_blocks() -> None:
+    """use_primary() changes nothing for a block that is not a PrimaryReplica one."""
+    with use_primary(), in_database("other"):
+        assert read_alias() == "other"
+
+
+# Health
+
+
+def test_a_replica_that_fails_to_connect_is_skipped_and_the_read_succeeds(
+    clock: list[float], broken: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A replica that cannot connect is marked down and logged; the read succeeds elsewhere."""
+    break_, _, attempts = broken
+    break_("replica1")
+    Item.objects.using("replica2").create(name="on-replica2")
+    block = in_database(policy=replicas(choose=lambda up: up[0]))
+    with caplog.at_level(logging.WARNING, logger="dynroute"), block:
+        assert visible("on-replica2")  # replica1 chosen, failed, replica2 answered
+        assert read_alias() == "replica2"
+    assert attempts["replica1"] == 1
+    assert _replicas.down_replicas() == {"replica1": 30.0}
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "'replica1' is down (OperationalError on connect)" in record.getMessage()
+    assert "s3cret" not in caplog.text
+
+
+def test_a_down_replica_costs_one_attempt_per_down_seconds_then_comes_back(
+    clock: list[float], broken: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A down replica is tried once per down_seconds, and used again once it connects."""
+    break_, repair, attempts = broken
+    break_("replica1")
+    block = in_database(policy=replicas(choose=lambda up: up[0], down_seconds=10))
+    for _ in range(5):
+        with block:
+            assert read_alias() == "replica2"
+    assert attempts["replica1"] == 1
+    clock[0] += 10  # due again: one read tries it, fails, marks it down again
+    for _ in range(3):
+        with block:
+            assert read_alias() == "replica2"
+    assert attempts["replica1"] == 2
+    repair("replica1")
+    clock[0] += 9.9
+    with block:
+        assert read_alias() == "replica2"  # not yet due
+    clock[0] += 0.1
+    with caplog.at_level(logging.WARNING, logger="dynroute"), block:
+        assert read_alias() == "replica1"
+    assert "'replica1' is back up" in caplog.text
+    assert _replicas.down_replicas() == {}
+
+
+def test_when_every_replica_is_down_reads_go_to_the_primary(
+    clock: list[float], broken: Any
+) -> None:
+    """With every replica down, reads go to the primary and still succeed."""
+    break_, _, _ = broken
+    break_("replica1")
+    break_("replica2")
+    Item.objects.create(name="on-primary")
+    block = in_database(policy=replicas())
+    with block:
+        assert visible("on-primary")
+    with block:
+        assert read_alias() == "default"
+        assert dynroute.current_route() is not None
+
+
+def test_a_retry_is_claimed_by_one_caller_only(clock: list[float]) -> None:
+    """When a down replica is due, one caller tries it; the others keep skipping it."""
+    _replicas._mark_down("replica1", 5, _replicas.OperationalError("x"))
+    assert _replicas._is_down("replica1")
+    clock[0] += 5
+    assert not _replicas._is_down("replica1")
+    assert _replicas._is_down("replica1")
+    assert _replicas.down_replicas() == {"replica1": 5.0}
+
+
+# Relations
+
+
+def test_objects_of_the_primary_and_its_replicas_may_be_related() -> None:
+    """An object read from a replica may be assigned to a relation of the primary's objects."""
+    policy = replicas()
+    Author.objects.using("replica1").create(name="a")
+    author = Author.objects.using("replica1").get()
+    book = Book(title="t")
+    book.author = author  # no "router prevents this relation"
+    assert policy.allow_relation(author, Author.objects.create(name="b")) is True
+
+
+def test_objects_of_other_databases_may_not_be_related_to_them() -> None:
+    """Only the group is allowed: Django's same-database rule holds for other databases."""
+    replicas()
+    author = Author.objects.using("other").create(name="elsewhere")
+    book = Book.objects.using("replica1").model(title="t")
+    book._state.db = "replica1"
+    with pytest.raises(ValueError, match="router prevents this relation"):
+        book.author = author
+
+
+# Checks and errors
+
+
+def test_the_check_warns_about_a_replica_that_does_not_mirror_its_primary() -> None:
+    """dynroute.W010 names a replica without TEST MIRROR of its primary, with the fix."""
+    replicas()
+    settings = connections.settings
+    saved = {alias: settings[alias].get("TEST") for alias in REPLICAS}
+    try:
+        settings["replica1"]["TEST"] = {"MIRROR": "default"}
+        settings["replica2"]["TEST"] = {"NAME": "x"}
+        warnings = check_replica_mirrors()
+    finally:
+        for alias, test in saved.items():
+            settings[alias]["TEST"] = test
+    [warning] = [w for w in warnings if w.obj == "replica2"]
+    assert [w.obj for w in warnings] == ["replica2"]
+    assert warning.id == "dynroute.W010"
+    assert warning.level == checks.WARNING
+    assert """"TEST": {"MIRROR": 'default'}""" in warning.hint
+
+
+def test_the_check_reads_the_middleware_setting() -> None:
+    """dynroute.W010 checks the replicas of DYNROUTE_PRIMARY_REPLICA too."""
+    settings = connections.settings
+    saved = settings["other"].get("TEST")
+    try:
+        with override_settings(
+            DYNROUTE_PRIMARY_REPLICA={"primary": "replica1", "replicas": ["other"]}
+        ):
+            warnings = check_replica_mirrors()
+    finally:
+        settings["other"]["TEST"] = saved
+    assert "The replica 'other' of 'replica1'" in warnings[-1].msg
+
+
+def test_an_unknown_alias_is_refused_on_entry_naming_it() -> None:
+    """An alias missing from DATABASES is named when the block is entered; nothing stays routed."""
+    block = in_database(policy=PrimaryReplica("default", ("replica1", "nowhere")))
+    with pytest.raises(UnknownDatabaseError, match=r"'nowhere' are not in settings.DATABASES"):
+        block.__enter__()
+    assert dynroute.current_route() is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"replicas": "replica1"}, r"not the string 'replica1': write replicas=\('replica1',\)"),
+        ({"replicas": ()}, r"must list at least one database alias"),
+        ({"replicas": 5}, r"takes a sequence of aliases, got 5"),
+        ({"replicas": ("default",)}, r"lists an alias twice, or the primary 'default'"),
+        ({"replicas": ("r", "r")}, r"lists an alias twice"),
+        ({"primary": "", "replicas": ("r",)}, r"primary=...\) must be a database alias"),
+        ({"replicas": ("r",), "choose": "fastest"}, r"got 'fastest'"),
+        ({"replicas": ("r",), "pin_after_write": 1}, r"must be True or False, got 1"),
+        ({"replicas": ("r",), "down_seconds": -1}, r"seconds >= 0, got -1"),
+        ({"replicas": ("r",), "down_seconds": "30"}, r"seconds >= 0, got '30'"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_the_value(
+    arguments: dict[str, Any], message: str
+) -> None:
+    """Each wrong argument is refused with the value and what is expected."""
+    with pytest.raises(UsageError, match=message):
+        PrimaryReplica(**arguments)
+
+
+def test_repr_shows_the_aliases_and_options() -> None:
+    """The repr shows aliases and options, and a choose function by name."""
+    assert repr(replicas()) == (
+        "PrimaryReplica('default', ('replica1', 'replica2'), choose='round_robin', "
+        "pin_after_write=True, down_seconds=30)"
+    )
+    assert "choose='Random.choice'" in repr(PrimaryReplica("default", ("r",), choose=random.choice))
+
+
+def test_the_policy_asked_directly_routes_each_query() -> None:
+    """As a plain Django router (no block): writes to the primary, reads to a replica."""
+    policy = replicas()
+    assert policy.db_for_write(Item) == "default"
+    assert {policy.db_for_read(Item), policy.db_for_read(Item)} == set(REPLICAS)
+
+
+def test_a_failing_choice_leaves_nothing_active_even_with_prevent_writes() -> None:
+    """A choose function that raises on entry leaves no route, pin or prevention behind."""
+
+    def failing(_up: tuple[str, ...]) -> str:
+        raise LookupError
+
+    block = in_database(policy=replicas(choose=failing), prevent_writes=True)
+    with pytest.raises(LookupError):
+        block.__enter__()
+    with pytest.raises(LookupError):
+        asyncio.run(block.__aenter__())
+
+
+# Writes that skip the router
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda: Item.objects.using("default").create(name="by-using"),
+        lambda: (
+            connections["default"]
+            .cursor()
+            .execute("INSERT INTO testapp_item (name) VALUES (%s)", ["by-sql"])
+        ),
+    ],
+    ids=["using", "raw SQL"],
+)
+def test_a_write_that_skips_the_router_pins_too(write: Any) -> None:
+    """The write hook sees a write on the primary's connection, whoever sent it."""
+    with in_database(policy=replicas()):
+        assert read_alias() in REPLICAS
+        write()
+        assert read_alias() == "default"
+
+
+def test_reads_and_other_databases_writes_do_not_pin() -> None:
+    """Only a statement that may write, on a primary's connection, pins."""
+    with in_database(policy=replicas()):
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT COUNT(*) FROM testapp_item")
+        Item.objects.using("other").create(name="elsewhere")
+        Item.objects.using("replica1").create(name="on-a-replica")
+        assert read_alias() in REPLICAS
+
+
+def test_a_write_outside_every_replica_block_pins_nothing() -> None:
+    """Pins live in blocks: a write before the block does not pin the block."""
+    replicas()  # its primary is known to the hook
+    Item.objects.using("default").create(name="before")
+    with in_database(policy=replicas()):
+        assert read_alias() in REPLICAS
+    assert _replicas.get_written() is None
+
+
+def test_use_primary_inside_a_block_is_remembered_until_the_block_exits() -> None:
+    """What the middleware reads to stream a @use_primary view's response from the primary."""
+    with in_database(policy=replicas()):
+        assert not _replicas.used_primary()
+        with use_primary():
+            pass
+        assert _replicas.used_primary()
+        assert read_alias() in REPLICAS  # remembered, not in force
+    assert not _replicas.used_primary()
+    with use_primary():
+        assert not _replicas.used_primary()  # outside every block: nothing to remember
