@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.core import checks
 
-from dynroute.checks import check_routers
+from dynroute.checks import check_replica_mirrors, check_routers
 
 __all__ = ["DynrouteConfig"]
 
@@ -23,3 +23,4 @@ class DynrouteConfig(AppConfig):
     def ready(self) -> None:
         """Register the system checks."""
         checks.register(check_routers)
+        checks.register(check_replica_mirrors)

@@ -5,17 +5,22 @@ Registered when ``"dynroute"`` is in ``INSTALLED_APPS``:
 - ``dynroute.E001``: dynroute's router is not in ``DATABASE_ROUTERS``, so blocks
   route nothing;
 - ``dynroute.W002``: a router placed before dynroute's answers for every model, in
-  one direction or both, so blocks never decide that direction.
+  one direction or both, so blocks never decide that direction;
+- ``dynroute.W010``: a replica of a primary (``DYNROUTE_PRIMARY_REPLICA``, or any
+  ``PrimaryReplica`` made by then) has no ``TEST: {"MIRROR": primary}``, so Django's
+  test runner gives it an empty test database of its own.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from django.apps import apps as installed_apps
+from django.conf import settings
 from django.core import checks
-from django.db import router
+from django.db import connections, router
 
+from dynroute._replicas import pairs
 from dynroute._router import DynamicDbRouter
 
 if TYPE_CHECKING:
@@ -23,7 +28,7 @@ if TYPE_CHECKING:
 
     from django.db.models import Model
 
-__all__ = ["check_routers"]
+__all__ = ["check_replica_mirrors", "check_routers"]
 
 _ADD = 'DATABASE_ROUTERS = ["dynroute.DynamicDbRouter", ...]'
 
@@ -90,3 +95,41 @@ def _answers(earlier: object, method: str, model: type[Model]) -> bool:
         return bool(decide(model))
     except Exception:  # noqa: BLE001 - a router that needs hints must not break `check`
         return False
+
+
+def check_replica_mirrors(
+    app_configs: Sequence[object] | None = None,  # noqa: ARG001 - a check's signature
+    **kwargs: object,  # noqa: ARG001
+) -> list[checks.CheckMessage]:
+    """Warn about replicas whose ``TEST`` settings do not mirror their primary."""
+    known = set(pairs())
+    configured: Any = getattr(settings, "DYNROUTE_PRIMARY_REPLICA", None)
+    if isinstance(configured, dict):
+        middleware = cast("dict[str, Any]", configured)
+        replicas: Any = middleware.get("replicas")
+        if isinstance(replicas, (list, tuple)):
+            names = tuple(str(alias) for alias in cast("Sequence[object]", replicas))
+            known.add((str(middleware.get("primary", "default")), names))
+    warnings: list[checks.CheckMessage] = []
+    for primary, aliases in sorted(known, key=repr):
+        for replica in aliases:
+            config: Any = connections.settings.get(replica)
+            if not isinstance(config, dict):
+                continue  # not configured: entering a block says so
+            test: Any = cast("dict[str, Any]", config).get("TEST") or {}
+            if isinstance(test, dict) and cast("dict[str, Any]", test).get("MIRROR") == primary:
+                continue
+            warnings.append(
+                checks.Warning(
+                    f"The replica {replica!r} of {primary!r} does not mirror it in tests: "
+                    "Django's test runner would give it an empty test database of its own, "
+                    "and reads routed to it would not see the rows tests write.",
+                    hint=(
+                        f'Add "TEST": {{"MIRROR": {primary!r}}} to DATABASES[{replica!r}] '
+                        "(and use TransactionTestCase where a test reads rows it wrote)."
+                    ),
+                    obj=replica,
+                    id="dynroute.W010",
+                )
+            )
+    return warnings
