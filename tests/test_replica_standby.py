@@ -1,0 +1,238 @@
+"""PrimaryReplica on a real PostgreSQL streaming standby of the test server.
+
+Routing to two databases of one server proves nothing about replication: here the
+replica is a hot standby fed by streaming replication (tests/standby.py starts it for
+this module and stops it after). Pausing its replay makes a real, deterministic lag;
+stopping it makes a real connection failure. Requests go through a real WSGI server
+in threads, which closes its connections after each request as a deployment does.
+
+PostgreSQL runs only. With ``CI=true`` a standby that cannot start fails the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import urllib.request
+from http.cookiejar import CookieJar
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
+from django.db import connections
+from django.http import HttpRequest, JsonResponse
+from django.test import override_settings
+from django.urls import path
+
+from dynroute import PrimaryReplica, _replicas, in_database
+from tests import settings as test_settings
+from tests import standby as standby_server
+from tests.conftest import ON_CI
+from tests.testapp.models import Item
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+if test_settings.BACKEND != "postgresql":
+    pytest.skip(
+        "the streaming-standby suite runs with DYNROUTE_TEST_DB=postgresql",
+        allow_module_level=True,
+    )
+
+pytestmark = pytest.mark.django_db(databases=["default", "standby"], transaction=True)
+
+DOWN_SECONDS = 5
+
+
+# The site the requests reach.
+
+
+def names(request: HttpRequest) -> JsonResponse:
+    """The item names this request can read, and where its reads go."""
+    return JsonResponse(
+        {"db": Item.objects.all().db, "names": sorted(Item.objects.values_list("name", flat=True))}
+    )
+
+
+def create(request: HttpRequest) -> JsonResponse:
+    """Save an item named by the request."""
+    Item.objects.create(name=request.POST["name"])
+    return JsonResponse({"db": Item.objects.all().db})
+
+
+urlpatterns = [path("names/", names), path("create/", create)]
+
+SITE = {
+    "ROOT_URLCONF": __name__,
+    "MIDDLEWARE": ["dynroute.middleware.PrimaryReplicaMiddleware"],
+    "DYNROUTE_PRIMARY_REPLICA": {
+        "primary": "default",
+        "replicas": ["standby"],
+        "pin_seconds": 60,
+        "down_seconds": DOWN_SECONDS,
+    },
+    "ALLOWED_HOSTS": ["127.0.0.1"],
+}
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        """Keep the test output clean."""
+
+
+class Site:
+    """The site served by a threaded WSGI server; ``get``/``post`` keep cookies."""
+
+    def __init__(self) -> None:
+        self.server = ThreadedWSGIServer(("127.0.0.1", 0), _Quiet)
+        self.server.set_app(WSGIHandler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.server.server_port}"
+
+    def client(self) -> Callable[..., dict[str, Any]]:
+        """A client with a cookie jar of its own: ``request(path, data=None)``."""
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
+
+        def request(url: str, data: dict[str, str] | None = None) -> dict[str, Any]:
+            body = None if data is None else urllib.parse.urlencode(data).encode()
+            with opener.open(self.base + url, data=body, timeout=30) as response:
+                assert response.status == 200
+                return json.loads(response.read())  # type: ignore[no-any-return]
+
+        return request
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture(scope="module")
+def standby(django_db_setup: None, django_db_blocker: Any) -> Iterator[standby_server.Standby]:
+    """The standby, running for this module; the ``standby`` alias points at it."""
+    with django_db_blocker.unblock(), connections["default"].cursor() as cursor:
+        try:
+            server = standby_server.start(connections["default"].settings_dict, cursor)
+        except standby_server.StandbyError as error:
+            if ON_CI:
+                pytest.fail(f"CI=true and the PostgreSQL standby could not start: {error}")
+            pytest.skip(f"no PostgreSQL standby: {error} (set CI=true to make this an error)")
+    connections.settings["standby"]["PORT"] = str(server.port)
+    try:
+        yield server
+    finally:
+        with django_db_blocker.unblock():
+            connections["standby"].close()
+        server.remove()
+
+
+@pytest.fixture
+def cursors(standby: standby_server.Standby) -> Iterator[tuple[Any, Any]]:
+    """A cursor on the primary and one on the standby (outside every block)."""
+    with connections["default"].cursor() as primary, connections["standby"].cursor() as replica:
+        replica.execute("SELECT pg_is_in_recovery()")
+        assert replica.fetchone()[0] is True, "the standby alias is not a standby"
+        yield primary, replica
+
+
+@pytest.fixture
+def paused(cursors: tuple[Any, Any]) -> Iterator[None]:
+    """Replay paused on the standby: rows written from now on are not there yet."""
+    primary, replica = cursors
+    standby_server.wait_for_replay(primary, replica)
+    replica.execute("SELECT pg_wal_replay_pause()")
+    replica.execute("SELECT pg_get_wal_replay_pause_state()")
+    assert replica.fetchone()[0] in {"paused", "pause requested"}
+    try:
+        yield
+    finally:
+        replica.execute("SELECT pg_wal_replay_resume()")
+
+
+@pytest.fixture
+def site(standby: standby_server.Standby) -> Iterator[Site]:
+    """The site, with the primary/replica middleware on the standby."""
+    with override_settings(**SITE):
+        serving = Site()
+        try:
+            yield serving
+        finally:
+            serving.close()
+
+
+def standby_policy(**options: Any) -> PrimaryReplica:
+    """The policy of these tests: the standby is the only replica."""
+    return PrimaryReplica("default", ("standby",), **options)
+
+
+def test_a_row_written_on_the_primary_is_read_from_the_standby_once_replayed(
+    cursors: tuple[Any, Any],
+) -> None:
+    """Streaming replication carries the row; the block reads it from the standby."""
+    Item.objects.create(name="replicated")
+    standby_server.wait_for_replay(*cursors)
+    with in_database(policy=standby_policy()):
+        assert Item.objects.all().db == "standby"
+        assert list(Item.objects.values_list("name", flat=True)) == ["replicated"]
+        with connections["standby"].cursor() as cursor:
+            cursor.execute("SELECT pg_is_in_recovery()")
+            assert cursor.fetchone()[0] is True
+
+
+@pytest.mark.usefixtures("paused")
+def test_with_replay_paused_a_write_then_a_read_in_one_block_sees_the_row() -> None:
+    """Pinning: the read after the write goes to the primary, which has the row."""
+    with in_database(policy=standby_policy()):
+        assert Item.objects.all().db == "standby"
+        Item.objects.create(name="mine")
+        assert Item.objects.filter(name="mine").exists()
+
+
+@pytest.mark.usefixtures("paused")
+def test_with_replay_paused_the_same_read_without_pinning_is_stale() -> None:
+    """The lag is real: without pinning, the standby does not have the row yet."""
+    with in_database(policy=standby_policy(pin_after_write=False)):
+        Item.objects.create(name="mine")
+        assert Item.objects.all().db == "standby"
+        assert not Item.objects.filter(name="mine").exists()
+
+
+@pytest.mark.usefixtures("paused")
+def test_with_replay_paused_the_next_request_with_the_pin_cookie_sees_the_row(site: Site) -> None:
+    """After a POST, the same client reads the primary; another client reads the standby."""
+    writer = site.client()
+    assert writer("/create/", {"name": "posted"}) == {"db": "default"}
+    assert writer("/names/") == {"db": "default", "names": ["posted"]}
+    assert site.client()("/names/") == {"db": "standby", "names": []}
+
+
+def test_the_standby_stopped_mid_run_then_started_again(
+    standby: standby_server.Standby,
+    site: Site,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Requests keep succeeding on the primary; after down_seconds reads return to the standby."""
+    now = [1000.0]
+    monkeypatch.setattr(_replicas.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(_replicas, "_DOWN", {})  # forgotten after the test, even if it fails
+    client = site.client()
+    Item.objects.create(name="row")
+    assert client("/names/")["db"] == "standby"
+    standby.stop()
+    try:
+        with caplog.at_level(logging.WARNING, logger="dynroute"):
+            for _ in range(3):
+                assert client("/names/") == {"db": "default", "names": ["row"]}
+        assert caplog.text.count("'standby' is down (OperationalError on connect)") == 1
+    finally:
+        standby.start()
+    assert client("/names/")["db"] == "default"  # not yet due
+    now[0] += DOWN_SECONDS
+    with caplog.at_level(logging.WARNING, logger="dynroute"):
+        assert client("/names/") == {"db": "standby", "names": ["row"]}
+    assert "'standby' is back up" in caplog.text
