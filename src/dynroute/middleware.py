@@ -1,0 +1,289 @@
+"""Request middleware: each request runs inside a block.
+
+``PrimaryReplicaMiddleware`` runs each request in a :class:`~dynroute.PrimaryReplica`
+block configured by ``settings.DYNROUTE_PRIMARY_REPLICA``::
+
+    MIDDLEWARE = [..., "dynroute.middleware.PrimaryReplicaMiddleware", ...]
+    DYNROUTE_PRIMARY_REPLICA = {"primary": "default", "replicas": ["replica1"]}
+
+The middleware only enters blocks; the routing is the block's. It serves WSGI and ASGI
+without a thread hop (DJANGO_NOTES §13). Settings are read when Django builds the
+middleware chain (at the first request of a handler, or of a test client).
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any, Final, cast
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from dynroute._block import in_database
+from dynroute._decorating import iscoroutinefunction, markcoroutinefunction
+from dynroute._replicas import (
+    PrimaryReplica,
+    current_entry,
+    has_written,
+    use_primary,
+    used_primary,
+)
+from dynroute.exceptions import ConfigurationError, UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+    from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+
+__all__ = ["PrimaryReplicaMiddleware"]
+
+#: Methods that do not change anything (RFC 9110 §9.2.1): their reads use a replica.
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+_SETTING: Final = "DYNROUTE_PRIMARY_REPLICA"
+_KEYS: Final = {
+    "primary": "the alias writes go to (default 'default')",
+    "replicas": "the aliases reads may go to (required)",
+    "pin_seconds": "seconds a client reads from the primary after it wrote (default 2)",
+    "choose": "'round_robin', 'random' or a dotted path to a function (default 'round_robin')",
+    "down_seconds": "seconds a replica that failed to connect is skipped (default 30)",
+    "resolver": "a dotted path to a function (request) -> 'primary' | 'replica' | None",
+    "cookie_name": "the pin cookie's name (default 'dynroute_pin')",
+    "cookie_secure": "the pin cookie's Secure flag (default SESSION_COOKIE_SECURE)",
+    "cookie_httponly": "the pin cookie's HttpOnly flag (default SESSION_COOKIE_HTTPONLY)",
+    "cookie_samesite": "the pin cookie's SameSite (default SESSION_COOKIE_SAMESITE)",
+}
+_SALT: Final = "dynroute.middleware.PrimaryReplicaMiddleware"
+_PRIMARY: Final = "primary"
+_REPLICA: Final = "replica"
+
+
+def _config() -> dict[str, Any]:
+    given: object = getattr(settings, _SETTING, None)
+    if not isinstance(given, dict):
+        msg = (
+            f"PrimaryReplicaMiddleware needs settings.{_SETTING}, a dict such as "
+            f'{{"primary": "default", "replicas": ["replica1"]}}; got {type(given).__name__}.'
+        )
+        raise ConfigurationError(msg)
+    config = cast("dict[str, Any]", given)
+    unknown = sorted(str(key) for key in config if key not in _KEYS)
+    if unknown:
+        known = "; ".join(f"{key}: {meaning}" for key, meaning in _KEYS.items())
+        msg = f"settings.{_SETTING} has unknown key(s) {', '.join(unknown)}. Known keys: {known}."
+        raise ConfigurationError(msg)
+    if "replicas" not in config:
+        msg = f'settings.{_SETTING} needs "replicas": the aliases reads may go to.'
+        raise ConfigurationError(msg)
+    return config
+
+
+def _imported(config: dict[str, Any], key: str) -> Any:  # noqa: ANN401 - whatever the path names
+    value = config.get(key)
+    if not isinstance(value, str):
+        return value
+    try:
+        return import_string(value)
+    except ImportError as error:
+        msg = f"settings.{_SETTING}[{key!r}] = {value!r} cannot be imported: {error}"
+        raise ConfigurationError(msg) from None
+
+
+class PrimaryReplicaMiddleware:
+    """Run each request in a primary/replica block; pin a client's reads after it writes.
+
+    - Requests with a safe method (GET, HEAD, OPTIONS, TRACE) read from the block's
+      replica; other requests read from the primary too.
+    - After a request that wrote to the primary, or used an unsafe method, the
+      response sets a signed cookie; for ``pin_seconds`` the client's requests read
+      from the primary, so the page after a POST shows what was saved. A forged or
+      expired cookie is ignored.
+    - ``"resolver"``, a function of the request returning ``"primary"``, ``"replica"``
+      or ``None`` (the rules above), decides per request: ``"replica"`` for a POST that
+      only reads (GraphQL queries), ``"primary"`` for a view that must not lag.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        """Read ``settings.DYNROUTE_PRIMARY_REPLICA``; build the block every request enters.
+
+        Raises:
+            ConfigurationError: The setting is missing, has an unknown key, or names
+                something that cannot be imported.
+            UsageError: A value is of the wrong type (as ``PrimaryReplica`` says).
+        """
+        self.get_response = get_response
+        config = _config()
+        choose = config.get("choose", "round_robin")
+        if choose not in ("round_robin", "random"):
+            choose = _imported(config, "choose")
+        self.policy = PrimaryReplica(
+            config.get("primary", "default"),
+            config["replicas"],
+            choose=choose,
+            down_seconds=config.get("down_seconds", 30.0),
+        )
+        self.block = in_database(policy=self.policy)
+        pin_seconds = config.get("pin_seconds", 2)
+        if type(pin_seconds) is not int or pin_seconds < 0:
+            msg = (
+                f'settings.{_SETTING}["pin_seconds"] must be a whole number of seconds >= 0, '
+                f"got {pin_seconds!r}."
+            )
+            raise ConfigurationError(msg)
+        self.pin_seconds: int = pin_seconds
+        self.resolver: Callable[[HttpRequest], object] | None = _imported(config, "resolver")
+        if self.resolver is not None and not callable(self.resolver):
+            msg = f'settings.{_SETTING}["resolver"] must be a function, got {self.resolver!r}.'
+            raise ConfigurationError(msg)
+        self.cookie_name: str = config.get("cookie_name", "dynroute_pin")
+        self._cookie = {
+            "secure": config.get("cookie_secure", settings.SESSION_COOKIE_SECURE),
+            "httponly": config.get("cookie_httponly", settings.SESSION_COOKIE_HTTPONLY),
+            "samesite": config.get("cookie_samesite", settings.SESSION_COOKIE_SAMESITE),
+            "path": settings.SESSION_COOKIE_PATH,
+            "domain": settings.SESSION_COOKIE_DOMAIN,
+        }
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    def __repr__(self) -> str:
+        """Show the policy."""
+        return f"PrimaryReplicaMiddleware({self.policy!r})"
+
+    def __call__(self, request: HttpRequest) -> Any:  # noqa: ANN401 - a response, or its coroutine under ASGI
+        """Handle ``request`` inside the block (under ASGI, return the coroutine that does)."""
+        if iscoroutinefunction(self):
+            return self.__acall__(request)
+        kind = self._resolve(self._call_sync_resolver(request), request)
+        with self._entered(kind):
+            response = cast("HttpResponseBase", self.get_response(request))
+            wrote = has_written(self.policy.primary)
+            self._stream_inside(response, wrote=wrote)
+        self._pin(request, response, kind, wrote=wrote)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        """Handle ``request`` inside the block, in this task (no thread hop)."""
+        given = self._call_resolver(request)
+        if inspect.isawaitable(given):
+            given = await given
+        kind = self._resolve(given, request)
+        with self._entered(kind):
+            get_response = cast(
+                "Callable[[HttpRequest], Awaitable[HttpResponseBase]]", self.get_response
+            )
+            response = await get_response(request)
+            wrote = has_written(self.policy.primary)
+            self._stream_inside(response, wrote=wrote)
+        self._pin(request, response, kind, wrote=wrote)
+        return response
+
+    def _call_resolver(self, request: HttpRequest) -> object:
+        return None if self.resolver is None else self.resolver(request)
+
+    def _call_sync_resolver(self, request: HttpRequest) -> object:
+        given = self._call_resolver(request)
+        if inspect.isawaitable(given):
+            close = getattr(given, "close", None)
+            if callable(close):
+                close()  # no "never awaited" warning on top of the error
+            msg = (
+                f"The resolver of settings.{_SETTING} is a coroutine function, which needs "
+                "an async middleware chain (ASGI): make it a plain function under WSGI."
+            )
+            raise UsageError(msg)
+        return given
+
+    def _resolve(self, given: object, request: HttpRequest) -> str:
+        """Return where the request's reads go: ``"primary"`` or ``"replica"``."""
+        if given not in (_PRIMARY, _REPLICA, None):
+            msg = (
+                f"The resolver of settings.{_SETTING} returned {given!r} for {request.method} "
+                f"{request.path}: it must return 'primary', 'replica' or None."
+            )
+            raise UsageError(msg)
+        if given is None:
+            given = _REPLICA if request.method in SAFE_METHODS else _PRIMARY
+        if given == _REPLICA and self.pin_seconds and self._pinned(request):
+            return _PRIMARY
+        return given
+
+    def _pinned(self, request: HttpRequest) -> bool:
+        value = request.get_signed_cookie(
+            self.cookie_name, default=None, salt=_SALT, max_age=self.pin_seconds
+        )
+        return value is not None
+
+    def _entered(self, kind: str) -> ExitStack:
+        stack = ExitStack()
+        stack.enter_context(self.block)
+        if kind == _PRIMARY:
+            stack.enter_context(use_primary())
+        return stack
+
+    def _pin(
+        self, request: HttpRequest, response: HttpResponseBase, kind: str, *, wrote: bool
+    ) -> None:
+        unsafe = request.method not in SAFE_METHODS
+        if self.pin_seconds and (wrote or (unsafe and kind == _PRIMARY)):
+            response.set_signed_cookie(
+                self.cookie_name, "1", salt=_SALT, max_age=self.pin_seconds, **self._cookie
+            )
+
+    def _stream_inside(self, response: HttpResponseBase, *, wrote: bool) -> None:
+        """Make a streaming response's iteration run in this request's block and replica."""
+        if not getattr(response, "streaming", False):
+            return
+        streaming = cast("StreamingHttpResponse", response)
+        entry = current_entry()
+        if entry is None:
+            return
+        block = in_database(policy=entry)
+        # Where the request read: use_primary() was entered for a "primary" request or
+        # by a @use_primary view (whose scope ended when it returned), or it wrote.
+        primary = wrote or used_primary()
+        content = streaming.streaming_content
+        if streaming.is_async:
+            streaming.streaming_content = _routed_async(content, block, primary)  # type: ignore[arg-type]
+        else:
+            streaming.streaming_content = _routed_sync(content, block, primary)  # type: ignore[arg-type]
+
+
+def _chunk_scope(block: Any, primary: bool) -> ExitStack:  # noqa: ANN401, FBT001
+    stack = ExitStack()
+    stack.enter_context(block)
+    if primary:
+        stack.enter_context(use_primary())
+    return stack
+
+
+def _routed_sync(content: Iterator[Any], block: Any, primary: bool) -> Iterator[Any]:  # noqa: ANN401, FBT001
+    """Yield ``content``'s chunks, each produced inside the block (never across a yield)."""
+    iterator = iter(content)
+    while True:
+        with _chunk_scope(block, primary):
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+        yield chunk
+
+
+async def _routed_async(
+    content: AsyncIterator[Any],
+    block: Any,  # noqa: ANN401
+    primary: bool,  # noqa: FBT001
+) -> AsyncIterator[Any]:
+    """As :func:`_routed_sync`, for an async iterator."""
+    iterator = aiter(content)
+    while True:
+        with _chunk_scope(block, primary):
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+        yield chunk
