@@ -47,7 +47,7 @@ from django.db import OperationalError, connections
 
 from dynroute._decorating import Decorator
 from dynroute._sql import refused_part, statement_text
-from dynroute._state import get_frame
+from dynroute._state import DECISIVE, get_frame
 from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
 
 if TYPE_CHECKING:
@@ -87,9 +87,11 @@ Choose: TypeAlias = "Literal['round_robin', 'random'] | Callable[[tuple[str, ...
 #: The primaries this thread or task has written to inside the outermost active
 #: PrimaryReplica block; ``None`` outside every such block.
 _WRITTEN: ContextVar[frozenset[str] | None] = ContextVar("dynroute_written", default=None)
+_get_written = _WRITTEN.get
 
 #: How many ``use_primary()`` blocks are active here.
 _FORCED: ContextVar[int] = ContextVar("dynroute_use_primary", default=0)
+_get_forced = _FORCED.get
 
 #: Whether ``use_primary()`` was entered here inside the outermost active
 #: PrimaryReplica block (the middleware streams such a response from the primary).
@@ -113,12 +115,6 @@ _THREAD = threading.local()
 
 _ROUND_ROBIN: Final = "round_robin"
 _RANDOM: Final = "random"
-
-
-def _connection(alias: str) -> BaseDatabaseWrapper | None:
-    """Return this thread's cached connection object for ``alias``, if any."""
-    found: BaseDatabaseWrapper | None = getattr(_THREAD, alias, None)
-    return found
 
 
 def _fresh_connection(alias: str) -> BaseDatabaseWrapper:
@@ -358,33 +354,48 @@ class _Entry:
         """The replica chosen when the block was entered (``None``: all were down)."""
         return self._replica
 
-    def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ARG002, ANN401 - a policy's signature is fixed by the Protocol
+    def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ANN401 - a policy's signature is fixed by the Protocol
         """Return the replica of this entry, or the primary (see the module's docstring)."""
+        return self.read(model, hints)
+
+    def db_for_write(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ANN401 - a policy's signature is fixed by the Protocol
+        """Return the primary, and remember (for pinning) that this context wrote to it."""
+        return self.write(model, hints)
+
+    # read() and write(): what the router calls (_state.DECISIVE), hints as a dict.
+
+    def read(self, model: type[Model], hints: dict[str, Any]) -> str:  # noqa: ARG002 - the router's arguments
+        """As :meth:`db_for_read`."""
+        # Runs on every read: ContextVar getters bound once; the cache read inline.
         primary = self._primary
-        if _FORCED.get():
+        if _get_forced():
             return primary
         if self.pin:
-            written = _WRITTEN.get()
+            written = _get_written()
             if written and primary in written:
                 return primary
-        primary_connection = _connection(primary) or _fresh_connection(primary)
+        cached = _THREAD.__dict__  # this thread's: one lookup for both aliases
+        primary_connection = cached.get(primary) or _fresh_connection(primary)
         if primary_connection.in_atomic_block:
             return primary
         replica = self._replica
         if replica is None or (_DOWN and _is_down(replica)):
             return self._policy.usable(skip=replica)
-        connection = _connection(replica)
+        connection = cached.get(replica)
         if connection is None or connection.connection is None:
             return self._policy.usable(replica)
         return replica
 
-    def db_for_write(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ARG002, ANN401 - a policy's signature is fixed by the Protocol
-        """Return the primary, and remember (for pinning) that this context wrote to it."""
+    def write(self, model: type[Model], hints: dict[str, Any]) -> str:  # noqa: ARG002 - the router's arguments
+        """As :meth:`db_for_write`."""
         primary = self._primary
-        written = _WRITTEN.get()
-        if written is None or primary not in written:
-            _wrote(primary)
+        written = _get_written()
+        if written is not None and primary not in written:
+            _WRITTEN.set(written | {primary})
         return primary
+
+
+DECISIVE.add(_Entry)  # always answers an alias: the router calls read()/write() directly
 
 
 def _wrote(primary: str) -> None:

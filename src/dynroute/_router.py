@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import router
 
 from dynroute._replicas import groups
-from dynroute._state import decide_read, decide_write
+from dynroute._state import ASK, DECISIVE, get_frame, walk
 from dynroute._writes import get_scope, refuse_write
 from dynroute.exceptions import ConfigurationError
 
@@ -35,7 +35,17 @@ class DynamicDbRouter:
 
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:  # noqa: ANN401 - Django's hints are untyped
         """Return the alias reads of ``model`` go to in this context, or ``None``."""
-        return decide_read(model, hints)
+        # The top frame's answer; a custom policy's through _state.walk(). Every read.
+        frame = get_frame()
+        if frame is None:
+            return None
+        answer = frame[1]
+        if answer is ASK:
+            ask = frame[3]
+            if type(ask) in DECISIVE:
+                return ask.read(model, hints)  # type: ignore[union-attr,no-any-return]  # DECISIVE types' read() gives a str
+            return walk(frame, model, hints, write=False)
+        return answer
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:  # noqa: ANN401 - Django's hints are untyped
         """Return the alias writes of ``model`` go to in this context, or ``None``.
@@ -43,7 +53,17 @@ class DynamicDbRouter:
         Raises:
             WriteForbiddenError: Writes are prevented here (``prevent_writes()``).
         """
-        alias = decide_write(model, hints)
+        # As in db_for_read. Every write.
+        frame = get_frame()
+        alias: str | None = None
+        if frame is not None:
+            answer = frame[2]
+            if answer is not ASK:
+                alias = answer
+            elif type(ask := frame[3]) in DECISIVE:
+                alias = ask.write(model, hints)  # type: ignore[union-attr]  # DECISIVE types' write() gives a str
+            else:
+                alias = walk(frame, model, hints, write=True)
         scope = get_scope()  # inlined, not a call: this runs on every write
         if scope is not None and scope[0]:
             refuse_write(model, hints, alias)

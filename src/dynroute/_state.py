@@ -29,14 +29,14 @@ if TYPE_CHECKING:
 __all__ = [
     "ASK",
     "CURRENT",
+    "DECISIVE",
     "Answer",
     "Frame",
-    "decide_read",
-    "decide_write",
     "get_frame",
     "pop",
     "push",
     "set_frame",
+    "walk",
 ]
 
 
@@ -65,6 +65,12 @@ Answer: TypeAlias = "str | _Ask | None"
 #: about what the ``reset`` saves.
 Frame: TypeAlias = "tuple[object, Answer, Answer, RoutingPolicy | None, Frame | None]"
 
+
+#: Policy types whose answer is always an alias (never ``None``, never anything but a
+#: ``str``): a frame holding one is answered by its ``read(model, hints)`` and
+#: ``write(model, hints)`` directly, without walking the stack or unpacking the
+#: hints. dynroute's own per-entry policies register here (PrimaryReplica's).
+DECISIVE: set[type[object]] = set()
 
 CURRENT: ContextVar[Frame | None] = ContextVar("dynroute_route", default=None)
 # Bound once: the hot paths (here and in InDatabase.__enter__/__exit__) call them
@@ -126,33 +132,7 @@ def pop(owner: object) -> list[object]:
     return dropped
 
 
-# decide_read and decide_write are twins on purpose: they run on every query, and one
-# function taking the direction would add a branch and an argument to each call.
-
-
-def decide_read(model: type[Model], hints: dict[str, Any]) -> str | None:
-    """Return where reads of ``model`` go, or ``None`` for no opinion."""
-    frame = get_frame()
-    if frame is None:
-        return None
-    answer = frame[1]
-    if answer is ASK:
-        return _walk(frame, model, hints, write=False)
-    return answer
-
-
-def decide_write(model: type[Model], hints: dict[str, Any]) -> str | None:
-    """Return where writes of ``model`` go, or ``None`` for no opinion."""
-    frame = get_frame()
-    if frame is None:
-        return None
-    answer = frame[2]
-    if answer is ASK:
-        return _walk(frame, model, hints, write=True)
-    return answer
-
-
-def _walk(
+def walk(
     frame: Frame | None, model: type[Model], hints: dict[str, Any], *, write: bool
 ) -> str | None:
     """Resolve a direction through the frames, asking custom policies on the way."""

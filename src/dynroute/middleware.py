@@ -147,7 +147,8 @@ class PrimaryReplicaMiddleware:
             "path": settings.SESSION_COOKIE_PATH,
             "domain": settings.SESSION_COOKIE_DOMAIN,
         }
-        if iscoroutinefunction(get_response):
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
             markcoroutinefunction(self)
 
     def __repr__(self) -> str:
@@ -156,14 +157,21 @@ class PrimaryReplicaMiddleware:
 
     def __call__(self, request: HttpRequest) -> Any:  # noqa: ANN401 - a response, or its coroutine under ASGI
         """Handle ``request`` inside the block (under ASGI, return the coroutine that does)."""
-        if iscoroutinefunction(self):
+        if self._async:
             return self.__acall__(request)
-        kind = self._resolve(self._call_sync_resolver(request), request)
-        with self._entered(kind):
-            response = cast("HttpResponseBase", self.get_response(request))
+        given = None if self.resolver is None else self._call_sync_resolver(request)
+        primary = self._reads_primary(given, request)
+        # Plain with statements, not an ExitStack: this runs on every request.
+        with self.block:
+            if primary:
+                with use_primary():
+                    response = cast("HttpResponseBase", self.get_response(request))
+            else:
+                response = cast("HttpResponseBase", self.get_response(request))
             wrote = has_written(self.policy.primary)
-            self._stream_inside(response, wrote=wrote)
-        self._pin(request, response, kind, wrote=wrote)
+            if response.streaming:
+                self._stream_inside(response, wrote=wrote)
+        self._pin(request, response, primary=primary, wrote=wrote)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -171,15 +179,20 @@ class PrimaryReplicaMiddleware:
         given = self._call_resolver(request)
         if inspect.isawaitable(given):
             given = await given
-        kind = self._resolve(given, request)
-        with self._entered(kind):
-            get_response = cast(
-                "Callable[[HttpRequest], Awaitable[HttpResponseBase]]", self.get_response
-            )
-            response = await get_response(request)
+        primary = self._reads_primary(given, request)
+        get_response = cast(
+            "Callable[[HttpRequest], Awaitable[HttpResponseBase]]", self.get_response
+        )
+        with self.block:
+            if primary:
+                with use_primary():
+                    response = await get_response(request)
+            else:
+                response = await get_response(request)
             wrote = has_written(self.policy.primary)
-            self._stream_inside(response, wrote=wrote)
-        self._pin(request, response, kind, wrote=wrote)
+            if response.streaming:
+                self._stream_inside(response, wrote=wrote)
+        self._pin(request, response, primary=primary, wrote=wrote)
         return response
 
     def _call_resolver(self, request: HttpRequest) -> object:
@@ -198,46 +211,40 @@ class PrimaryReplicaMiddleware:
             raise UsageError(msg)
         return given
 
-    def _resolve(self, given: object, request: HttpRequest) -> str:
-        """Return where the request's reads go: ``"primary"`` or ``"replica"``."""
-        if given not in (_PRIMARY, _REPLICA, None):
+    def _reads_primary(self, given: object, request: HttpRequest) -> bool:
+        """Return whether the request's reads go to the primary (else to the replica)."""
+        if given is None:
+            if request.method not in SAFE_METHODS:
+                return True
+        elif given == _PRIMARY:
+            return True
+        elif given != _REPLICA:
             msg = (
                 f"The resolver of settings.{_SETTING} returned {given!r} for {request.method} "
                 f"{request.path}: it must return 'primary', 'replica' or None."
             )
             raise UsageError(msg)
-        if given is None:
-            given = _REPLICA if request.method in SAFE_METHODS else _PRIMARY
-        if given == _REPLICA and self.pin_seconds and self._pinned(request):
-            return _PRIMARY
-        return given
-
-    def _pinned(self, request: HttpRequest) -> bool:
-        value = request.get_signed_cookie(
-            self.cookie_name, default=None, salt=_SALT, max_age=self.pin_seconds
+        # A replica request, unless the client wrote within pin_seconds.
+        return (
+            bool(self.pin_seconds)
+            and self.cookie_name in request.COOKIES
+            and request.get_signed_cookie(
+                self.cookie_name, default=None, salt=_SALT, max_age=self.pin_seconds
+            )
+            is not None
         )
-        return value is not None
-
-    def _entered(self, kind: str) -> ExitStack:
-        stack = ExitStack()
-        stack.enter_context(self.block)
-        if kind == _PRIMARY:
-            stack.enter_context(use_primary())
-        return stack
 
     def _pin(
-        self, request: HttpRequest, response: HttpResponseBase, kind: str, *, wrote: bool
+        self, request: HttpRequest, response: HttpResponseBase, *, primary: bool, wrote: bool
     ) -> None:
-        unsafe = request.method not in SAFE_METHODS
-        if self.pin_seconds and (wrote or (unsafe and kind == _PRIMARY)):
+        """Set the pin cookie after a write, or after an unsafe request read the primary."""
+        if self.pin_seconds and (wrote or (primary and request.method not in SAFE_METHODS)):
             response.set_signed_cookie(
                 self.cookie_name, "1", salt=_SALT, max_age=self.pin_seconds, **self._cookie
             )
 
     def _stream_inside(self, response: HttpResponseBase, *, wrote: bool) -> None:
         """Make a streaming response's iteration run in this request's block and replica."""
-        if not getattr(response, "streaming", False):
-            return
         streaming = cast("StreamingHttpResponse", response)
         entry = current_entry()
         if entry is None:
