@@ -1,17 +1,21 @@
-"""Benchmark dynroute against django-dynamic-db-router 0.3.0 and plain ``.using()``.
+"""Benchmark dynroute against django-dynamic-db-router 0.3.0, ``.using()`` and multidb 0.11.
 
 Usage (from the repository root)::
 
-    python3 bench/run.py            # full run; writes BENCHMARKS.md
-    python3 bench/run.py --quick    # a few repetitions, to check that it runs
+    python3 bench/run.py                   # full run; writes BENCHMARKS.md
+    python3 bench/run.py --part replicas   # only the comparison with multidb
+    python3 bench/run.py --quick           # a few repetitions, to check that it runs
 
 It creates ``bench/.venv-original`` with django-dynamic-db-router 0.3.0 from PyPI
 (whose ``dynamic_db_router`` module would clash with dynroute's drop-in), then runs
 ``bench/measure.py`` there, which loads dynroute from ``src/`` next to it and times
-both in one process, interleaved. The full run repeats that in several processes and,
-where valgrind is installed, also counts instructions per operation (deterministic,
-unlike time on a shared machine). PostgreSQL figures need the server the test suite
-uses; without it they are left out.
+both in one process, interleaved. For the primary/replica comparison it creates
+``bench/.venv-multidb`` with django-multidb-router 0.11 from PyPI, the same Django,
+and dynroute installed editable, and runs ``bench/measure_replicas.py`` there. The
+full run repeats each in several processes and, where valgrind is installed, also
+counts instructions per operation (deterministic, unlike time on a shared machine).
+PostgreSQL figures need the server the test suite uses; without it they are left out.
+Each part rewrites its own section of BENCHMARKS.md and keeps the other.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 VENV = BENCH / ".venv-original"
+VENV_MULTIDB = BENCH / ".venv-multidb"
+MULTIDB = "django-multidb-router==0.11"
 REQUIREMENTS = [
     "django-dynamic-db-router==0.3.0",
     "django>=4.2",
@@ -53,6 +59,16 @@ COUNTED_VARIANTS = {
     "orm_sqlite": ["using", "dynroute", "original"],
     "write_hook": ["before", "hooked", "preventing"],
 }
+# the same for measure_replicas.py
+REQUESTS = ("request_get", "request_get_pinned", "request_post")
+REQUEST_VARIANTS = [
+    f"{impl}_{kind}" for impl in ("dynroute", "multidb") for kind in ("none", "middleware")
+]
+COUNTED_REPLICAS = {
+    "replica_decision": 20000,
+    "replica_decision_pinned": 20000,
+    **dict.fromkeys(REQUESTS, 200),
+}
 LABELS = {
     "enter_exit_read": "enter + exit a block, read-only (block built once)",
     "enter_exit_readwrite": "enter + exit a block, read-write (block built once)",
@@ -64,11 +80,16 @@ LABELS = {
     "write_hook": "routed `Item.objects.count()` on SQLite",
     "runtime_sqlite": "SQLite",
     "runtime_pg": "PostgreSQL",
+    "replica_decision": "`db_for_read` + `db_for_write`, reads on a replica",
+    "replica_decision_pinned": "`db_for_read` + `db_for_write`, reads pinned to the primary",
+    "request_get": "GET, one read (no cookie)",
+    "request_get_pinned": "GET, one read, with the pin cookie",
+    "request_post": "POST, one write (sets the pin cookie)",
 }
 
 
-def venv_python() -> Path:
-    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+def venv_python(venv: Path = VENV) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 
 
 def ensure_venv(*, fresh: bool) -> None:
@@ -92,9 +113,52 @@ def ensure_venv(*, fresh: bool) -> None:
     )
 
 
-def measure(*arguments: str) -> dict[str, Any]:
+def ensure_multidb_venv(*, fresh: bool) -> None:
+    """Create the throwaway venv with django-multidb-router 0.11, if needed.
+
+    It gets the Django of ``bench/.venv-original`` and dynroute installed editable
+    (so it runs this checkout's ``src/``); pip runs only when one of them is missing.
+    """
+    if fresh and VENV_MULTIDB.exists():
+        shutil.rmtree(VENV_MULTIDB)
+    django = subprocess.run(
+        [str(venv_python()), "-c", "import django; print(django.__version__)"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    python = venv_python(VENV_MULTIDB)
+    if not python.exists():
+        print(f"creating {VENV_MULTIDB.relative_to(ROOT)} with {MULTIDB} ...")
+        subprocess.run([sys.executable, "-m", "venv", str(VENV_MULTIDB)], check=True)
+    wanted = f"{ROOT / 'src' / 'dynroute'} 0.11.0 {django}"
+    probe = (
+        "import os, dynroute, multidb, django; "
+        "print(os.path.dirname(dynroute.__file__), multidb.__version__, django.__version__)"
+    )
+    found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False)
+    if found.stdout.strip() == wanted:
+        return
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            f"django=={django}",
+            MULTIDB,
+            "-e",
+            str(ROOT),
+        ],
+        check=True,
+    )
+
+
+def measure(*arguments: str, script: str = "measure.py", venv: Path = VENV) -> dict[str, Any]:
     done = subprocess.run(
-        [str(venv_python()), str(BENCH / "measure.py"), *arguments],
+        [str(venv_python(venv)), str(BENCH / script), *arguments],
         check=True,
         capture_output=True,
         text=True,
@@ -104,16 +168,18 @@ def measure(*arguments: str) -> dict[str, Any]:
     return result
 
 
-def instructions(variant: str, n: int) -> int:
-    """Instructions executed by ``measure.py --count variant n`` (valgrind)."""
+def instructions(variant: str, n: int, script: str = "measure.py") -> int:
+    """Instructions executed by ``script --count variant n`` (valgrind)."""
+    if script == "measure.py":
+        command = [str(venv_python()), str(BENCH / script), "--no-postgres"]
+    else:
+        command = [str(venv_python(VENV_MULTIDB)), str(BENCH / script)]
     done = subprocess.run(
         [
             "valgrind",
             "--tool=callgrind",
             "--callgrind-out-file=/dev/null",
-            str(venv_python()),
-            str(BENCH / "measure.py"),
-            "--no-postgres",
+            *command,
             "--count",
             variant,
             str(n),
@@ -131,21 +197,38 @@ def instructions(variant: str, n: int) -> int:
     raise RuntimeError(msg)
 
 
-def count_instructions() -> dict[str, dict[str, float]]:
-    """Instructions per operation, for the CPU-bound measures."""
-    jobs = {"base": ("enter_exit_read/dynroute", 0)}
-    for measure_name, n in COUNTED.items():
-        for variant in COUNTED_VARIANTS.get(measure_name, ["dynroute", "original"]):
-            jobs[f"{measure_name}/{variant}"] = (f"{measure_name}/{variant}", n)
+def count_instructions(*, original: bool, replicas: bool) -> dict[str, dict[str, float]]:
+    """Instructions per operation, for the CPU-bound measures of the parts asked for.
+
+    Each job runs one variant N times in a fresh process; the process that runs a
+    variant 0 times (same script, same set-up) is subtracted.
+    """
+    jobs: dict[str, tuple[str, int, str]] = {}
+    per_measure: dict[str, int] = {}
+    if original:
+        jobs["base/measure.py"] = ("enter_exit_read/dynroute", 0, "measure.py")
+        per_measure.update(COUNTED)
+        for measure_name, n in COUNTED.items():
+            for variant in COUNTED_VARIANTS.get(measure_name, ["dynroute", "original"]):
+                jobs[f"{measure_name}/{variant}"] = (f"{measure_name}/{variant}", n, "measure.py")
+    if replicas:
+        script = "measure_replicas.py"
+        jobs[f"base/{script}"] = ("replica_decision/dynroute", 0, script)
+        per_measure.update(COUNTED_REPLICAS)
+        for measure_name, n in COUNTED_REPLICAS.items():
+            variants = REQUEST_VARIANTS if measure_name in REQUESTS else ["dynroute", "multidb"]
+            for variant in variants:
+                jobs[f"{measure_name}/{variant}"] = (f"{measure_name}/{variant}", n, script)
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         totals = dict(
             zip(jobs, pool.map(lambda job: instructions(*job), jobs.values()), strict=True)
         )
-    base = totals.pop("base")
+    bases = {key.split("/")[1]: totals.pop(key) for key in list(totals) if key.startswith("base/")}
     counts: dict[str, dict[str, float]] = {}
     for key, total in totals.items():
         measure_name, variant = key.split("/")
-        counts.setdefault(measure_name, {})[variant] = (total - base) / COUNTED[measure_name]
+        base = bases[jobs[key][2]]
+        counts.setdefault(measure_name, {})[variant] = (total - base) / per_measure[measure_name]
     return counts
 
 
@@ -413,30 +496,331 @@ def verdicts(runs: list[dict[str, Any]], counts: dict[str, dict[str, float]]) ->
     return lines
 
 
+REPLICA_INTRO = {
+    "decision": (
+        "One `router.db_for_read(Item)` and one `router.db_for_write(Item)` through "
+        "Django's `django.db.router` (the real `ConnectionRouter`), with the library's "
+        "router as the only one in `DATABASE_ROUTERS`; SQLite aliases `default` (the "
+        "primary), `replica1` and `replica2`. **Reads on a replica**: dynroute inside "
+        '`in_database(policy=PrimaryReplica("default", ("replica1", "replica2"), '
+        "pin_after_write=False))`, entered once around the timed loop (so the loop's "
+        "writes do not pin its reads); multidb's `PinningReplicaRouter` with the thread "
+        "not pinned (round robin per read). **Reads pinned to the primary**: dynroute's "
+        "block with `pin_after_write=True` (the default), one write made before the loop, "
+        "so every timed read follows a write; multidb with `pin_this_thread()`, what its "
+        "middleware does for a request that writes or carries its cookie. Median CPU time "
+        "per read + write (interquartile range); the ratio is the median over rounds of "
+        "dynroute's time over multidb's in the same round."
+    ),
+    "request": (
+        "One request through `django.test.Client` to a tiny view: GET `Item.objects."
+        "count()` (one read) or POST `Note.objects.create()` (one write), with the "
+        "library's router installed and `MIDDLEWARE` either empty or holding only the "
+        "library's middleware (`dynroute.middleware.PrimaryReplicaMiddleware` with "
+        '`DYNROUTE_PRIMARY_REPLICA = {"primary": "default", "replicas": ["replica1", '
+        '"replica2"], "pin_seconds": 3600}`; `multidb.middleware.PinningRouterMiddleware` '
+        "with `MULTIDB_PINNING_SECONDS = 3600`: a pin window longer than the run, so a "
+        "pin cookie stays valid). The **overhead** of a middleware is the request's time "
+        "with it minus without it, in the same round (median over rounds, quartiles in "
+        "brackets); the last column divides dynroute's median overhead by multidb's. "
+        "Each request comes from a fresh visitor (no cookie), except the pinned GET, "
+        "which carries the cookie a POST through that middleware set (and so does its "
+        "no-middleware baseline). What differs: dynroute's GET enters a block and reads "
+        "the replica chosen for it (without middleware its router leaves the read on "
+        "`default`); its pinned GET checks the cookie's signature and age (HMAC) and "
+        "reads the primary; its POST reads the primary and sets a signed cookie. "
+        "multidb's router sends reads to a replica with or without its middleware; its "
+        "middleware only checks that its cookie is present (unsigned: any client can pin "
+        "itself), pins the thread for that GET and for a POST, and sets a plain cookie "
+        "after a POST. CPU time per request; SQLite with `PRAGMA synchronous = OFF` so "
+        "that a POST's commit does not wait for the disk."
+    ),
+}
+
+
+def overhead(
+    runs: list[dict[str, Any]], measure_name: str, impl: str
+) -> tuple[float, float, float]:
+    """Median and quartiles over rounds of (with middleware - without), paired by round."""
+    values = [
+        with_it - without
+        for run in runs
+        for with_it, without in zip(
+            run["results"][measure_name]["variants"][f"{impl}_middleware"]["samples_ns"],
+            run["results"][measure_name]["variants"][f"{impl}_none"]["samples_ns"],
+            strict=True,
+        )
+    ]
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, median, q3 = statistics.quantiles(values, n=4)
+    return median, q1, q3
+
+
+def signed_duration(ns: float) -> str:
+    return f"-{duration(-ns)}" if ns < 0 else duration(ns)
+
+
+def overhead_text(value: tuple[float, float, float]) -> str:
+    median, q1, q3 = value
+    return f"{signed_duration(median)} ({signed_duration(q1)} to {signed_duration(q3)})"
+
+
+def overhead_ratio(runs: list[dict[str, Any]], measure_name: str) -> float | None:
+    """Return dynroute's median overhead over multidb's (None if multidb's is not above 0)."""
+    theirs = overhead(runs, measure_name, "multidb")[0]
+    if theirs <= 0:
+        return None
+    return overhead(runs, measure_name, "dynroute")[0] / theirs
+
+
+def ratio_cell(ratio: float | None) -> str:
+    return "n/a (multidb's overhead ≤ 0: noise)" if ratio is None else f"**{ratio:.2f}x**"
+
+
+def replica_tables(runs: list[dict[str, Any]], counts: dict[str, dict[str, float]]) -> list[str]:
+    results = combine(runs)
+    decisions = ("replica_decision", "replica_decision_pinned")
+    lines = [
+        "### Primary/replica: dynroute against django-multidb-router 0.11",
+        "",
+        "#### The routing decision",
+        "",
+        REPLICA_INTRO["decision"],
+        "",
+        "| decision | multidb 0.11 | dynroute | dynroute / multidb |",
+        "|---|---|---|---|",
+    ]
+    for name in decisions:
+        variants = results[name]["variants"]
+        ratio = ratio_text(paired(runs, name, "dynroute", "multidb"))
+        cells = f"{spread(variants['multidb'])} | {spread(variants['dynroute'])} | {ratio}"
+        lines.append(f"| {LABELS[name]} | {cells} |")
+    if all(name in counts for name in decisions):
+        lines += [
+            "",
+            "Instructions per read + write (valgrind callgrind, `PYTHONHASHSEED=0`):",
+            "",
+            "| decision | multidb 0.11 | dynroute | dynroute / multidb |",
+            "|---|---|---|---|",
+        ]
+        for name in decisions:
+            c = counts[name]
+            cells = (
+                f"{c['multidb']:,.0f} | {c['dynroute']:,.0f} | "
+                f"**{c['dynroute'] / c['multidb']:.2f}x**"
+            )
+            lines.append(f"| {LABELS[name]} | {cells} |")
+    lines += [
+        "",
+        "#### A request through each middleware",
+        "",
+        REPLICA_INTRO["request"],
+        "",
+        (
+            "| request | dynroute: no middleware | with it | overhead | multidb: no "
+            "middleware | with it | overhead | overhead dynroute / multidb |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in REQUESTS:
+        variants = results[name]["variants"]
+        cells = [
+            cell
+            for impl in ("dynroute", "multidb")
+            for cell in (
+                duration(variants[f"{impl}_none"]["median_ns"]),
+                duration(variants[f"{impl}_middleware"]["median_ns"]),
+                overhead_text(overhead(runs, name, impl)),
+            )
+        ]
+        lines.append(
+            f"| {LABELS[name]} | {' | '.join(cells)} | {ratio_cell(overhead_ratio(runs, name))} |"
+        )
+    lines += [
+        "",
+        (
+            "The whole request with each middleware, dynroute's time over multidb's in the "
+            "same round (each with its own router): "
+            + "; ".join(
+                f"{LABELS[name].split(',')[0]}"
+                f"{' pinned' if name.endswith('pinned') else ''} "
+                + ratio_text(paired(runs, name, "dynroute_middleware", "multidb_middleware"), 3)
+                for name in REQUESTS
+            )
+            + "."
+        ),
+    ]
+    if all(name in counts for name in REQUESTS):
+        lines += [
+            "",
+            "Instructions per request (valgrind callgrind, `PYTHONHASHSEED=0`):",
+            "",
+            (
+                "| request | dynroute: no middleware | with it | overhead | multidb: no "
+                "middleware | with it | overhead | overhead dynroute / multidb |"
+            ),
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name in REQUESTS:
+            c = counts[name]
+            cells = [
+                f"{value:,.0f}"
+                for impl in ("dynroute", "multidb")
+                for value in (
+                    c[f"{impl}_none"],
+                    c[f"{impl}_middleware"],
+                    c[f"{impl}_middleware"] - c[f"{impl}_none"],
+                )
+            ]
+            ratio = (c["dynroute_middleware"] - c["dynroute_none"]) / (
+                c["multidb_middleware"] - c["multidb_none"]
+            )
+            lines.append(f"| {LABELS[name]} | {' | '.join(cells)} | **{ratio:.2f}x** |")
+    return lines
+
+
+def replica_verdicts(runs: list[dict[str, Any]], counts: dict[str, dict[str, float]]) -> list[str]:
+    """The goals against django-multidb-router 0.11, each with its figure."""
+    lines: list[str] = []
+
+    def check(goal: str, value: float | None, limit: float = 1.0) -> None:
+        if value is None:
+            lines.append(f"- {goal}: not measured (multidb's overhead ≤ 0: noise)")
+            return
+        status = "met" if value <= limit else "NOT MET"
+        lines.append(f"- {goal}: {value:.3f}x, {status} (goal ≤ {limit}x)")
+
+    for name in ("replica_decision", "replica_decision_pinned"):
+        label = f"decision, {LABELS[name].split(', ', 1)[1]}, dynroute / multidb"
+        check(f"{label}, time", paired(runs, name, "dynroute", "multidb")[0])
+        if name in counts:
+            c = counts[name]
+            check(f"{label}, instructions", c["dynroute"] / c["multidb"])
+    for name in REQUESTS:
+        label = f"middleware overhead, {LABELS[name]}, dynroute / multidb"
+        check(f"{label}, time", overhead_ratio(runs, name))
+        if name in counts:
+            c = counts[name]
+            ratio = (c["dynroute_middleware"] - c["dynroute_none"]) / (
+                c["multidb_middleware"] - c["multidb_none"]
+            )
+            check(f"{label}, instructions", ratio)
+    wrong = [
+        f"{name}/{variant} (answered {entry['answer']!r})"
+        for name, result in runs[0]["results"].items()
+        for variant, entry in result["variants"].items()
+        if not entry["right_database"]
+    ]
+    if wrong:
+        lines.append(f"- routed to the wrong database: {', '.join(wrong)}")
+    return lines
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+
+
+MARKER = "<!-- bench/run.py writes below this line -->"
+REPLICA_MARKER = "<!-- bench/run.py: primary/replica section -->"
+
+
+def write_sections(output: Path, original: str | None, replicas: str | None) -> None:
+    """Rewrite the generated sections given, keep the introduction and the other section."""
+    existing = output.read_text() if output.exists() else ""
+    intro, _, generated = existing.partition(MARKER)
+    if not generated:
+        intro = existing or "# Benchmarks\n"
+    old_original, _, old_replicas = generated.partition(REPLICA_MARKER)
+    sections = [
+        intro.rstrip(),
+        MARKER,
+        (original if original is not None else old_original).strip(),
+        REPLICA_MARKER,
+        (replicas if replicas is not None else old_replicas).strip(),
+    ]
+    output.write_text("\n\n".join(sections) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few repetitions; writes nothing")
     parser.add_argument("--processes", type=int, default=3, help="measuring processes (full run)")
     parser.add_argument("--no-postgres", action="store_true", help="leave out PostgreSQL")
     parser.add_argument("--no-instructions", action="store_true", help="skip valgrind counts")
-    parser.add_argument("--fresh", action="store_true", help="recreate the throwaway venv")
+    parser.add_argument("--fresh", action="store_true", help="recreate the throwaway venvs")
+    parser.add_argument(
+        "--part",
+        choices=("all", "original", "replicas"),
+        default="all",
+        help="original: against django-dynamic-db-router 0.3.0 and .using(); "
+        "replicas: against django-multidb-router 0.11 (default: both)",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     arguments = parser.parse_args()
+    original = arguments.part in ("all", "original")
+    replicas = arguments.part in ("all", "replicas")
 
     ensure_venv(fresh=arguments.fresh)
+    if replicas:
+        ensure_multidb_venv(fresh=arguments.fresh)
     extra = ["--no-postgres"] if arguments.no_postgres else []
-    if arguments.quick:
-        runs = [measure("--quick", *extra)]
-    else:
-        runs = []
-        for index in range(arguments.processes):
-            print(f"measuring, process {index + 1} of {arguments.processes} ...")
-            runs.append(measure(*extra))
-    meta = runs[0]["meta"]
+    runs: list[dict[str, Any]] = []
+    replica_runs: list[dict[str, Any]] = []
+    quick = ["--quick"] if arguments.quick else []
+    processes = 1 if arguments.quick else arguments.processes
+    for index in range(processes):
+        print(f"measuring, process {index + 1} of {processes} ...")
+        if original:
+            runs.append(measure(*quick, *extra))
+        if replicas:
+            replica_runs.append(measure(*quick, script="measure_replicas.py", venv=VENV_MULTIDB))
     counts: dict[str, dict[str, float]] = {}
     if not arguments.quick and not arguments.no_instructions and shutil.which("valgrind"):
         print("counting instructions with valgrind (a few minutes) ...")
-        counts = count_instructions()
+        counts = count_instructions(original=original, replicas=replicas)
+    command = "python3 bench/run.py" + (" --quick" if arguments.quick else "")
+    if arguments.part != "all":
+        command += f" --part {arguments.part}"
+    scope = "quick: 3 rounds, few operations" if arguments.quick else f"{processes} processes"
+    now = dt.datetime.now(dt.timezone.utc)
+    original_text = original_report(runs, counts, command, scope, now) if original else None
+    replica_text = None
+    if replicas:
+        meta = replica_runs[0]["meta"]
+        header = [
+            f"Command: `{command}` ({scope}), run {now:%Y-%m-%d %H:%M} UTC.",
+            f"Python {meta['python']}, Django {meta['django']}, {meta['multidb']}; {machine()}.",
+        ]
+        replica_text = "\n".join(
+            [
+                *header,
+                "",
+                *replica_tables(replica_runs, counts),
+                "",
+                "#### Goals against django-multidb-router 0.11",
+                "",
+                *replica_verdicts(replica_runs, counts),
+                "",
+            ]
+        )
+    print()
+    print("\n\n".join(text for text in (original_text, replica_text) if text is not None))
+    if not arguments.quick:
+        write_sections(arguments.output, original_text, replica_text)
+        print(f"written to {arguments.output}")
+    return 0
+
+
+def original_report(
+    runs: list[dict[str, Any]],
+    counts: dict[str, dict[str, float]],
+    command: str,
+    scope: str,
+    now: dt.datetime,
+) -> str:
+    """The section against django-dynamic-db-router 0.3.0 and ``.using()``."""
+    meta = runs[0]["meta"]
     report = [
         *micro_table(runs, counts),
         "",
@@ -446,30 +830,15 @@ def main() -> int:
         "",
         *runtime_table(runs),
     ]
-    command = "python3 bench/run.py" + (" --quick" if arguments.quick else "")
-    scope = "quick: 3 rounds, few operations" if arguments.quick else f"{len(runs)} processes"
-    now = dt.datetime.now(dt.timezone.utc)
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
-    )
     server = (
         "PostgreSQL 15 on the same machine." if meta["postgresql"] else "PostgreSQL: not measured."
     )
     header = [
         f"Command: `{command}` ({scope}), run {now:%Y-%m-%d %H:%M} UTC.",
-        f"Python {meta['python']}, Django {meta['django']}, {meta['original']}; {machine}.",
+        f"Python {meta['python']}, Django {meta['django']}, {meta['original']}; {machine()}.",
         server,
     ]
-    text = "\n".join([*header, "", *report, "", "### Goals", "", *verdicts(runs, counts), ""])
-    print()
-    print(text)
-    if not arguments.quick:
-        existing = arguments.output.read_text() if arguments.output.exists() else ""
-        marker = "<!-- bench/run.py writes below this line -->"
-        intro = existing.split(marker)[0] if marker in existing else existing or "# Benchmarks\n"
-        arguments.output.write_text(f"{intro.rstrip()}\n\n{marker}\n\n{text}")
-        print(f"written to {arguments.output}")
-    return 0
+    return "\n".join([*header, "", *report, "", "### Goals", "", *verdicts(runs, counts), ""])
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""The benchmark's Django app: one model."""
+"""The benchmark's Django app: two models, two views."""
