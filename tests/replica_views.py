@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
-from django.views.decorators.csrf import csrf_exempt
 
 import dynroute
 from tests.testapp.models import Item
@@ -57,13 +56,11 @@ def name_of(request: HttpRequest) -> str:
     return request.GET.get("name") or request.POST["name"]
 
 
-@csrf_exempt
 def names(request: HttpRequest) -> JsonResponse:
     """Read :data:`QUERIES` times (any method)."""
     return answer(request, [read() for _ in range(QUERIES)])
 
 
-@csrf_exempt
 async def anames(request: HttpRequest) -> JsonResponse:
     """As :func:`names`, async, letting other tasks run between the queries."""
     reads = []
@@ -73,28 +70,24 @@ async def anames(request: HttpRequest) -> JsonResponse:
     return answer(request, reads)
 
 
-@csrf_exempt
 def create(request: HttpRequest) -> JsonResponse:
     """Create an item named by the request (whatever its method), then read."""
     Item.objects.create(name=name_of(request))
     return answer(request, [read()])
 
 
-@csrf_exempt
 def create_using(request: HttpRequest) -> JsonResponse:
     """As :func:`create`, naming the primary with ``.using("default")``."""
     Item.objects.using("default").create(name=name_of(request))
     return answer(request, [read()])
 
 
-@csrf_exempt
 async def acreate_using(request: HttpRequest) -> JsonResponse:
     """As :func:`create_using`, async."""
     await Item.objects.using("default").acreate(name=name_of(request))
     return answer(request, [await aread()])
 
 
-@csrf_exempt
 async def acreate(request: HttpRequest) -> JsonResponse:
     """As :func:`create`, async, letting other tasks run between the write and the read."""
     await Item.objects.acreate(name=name_of(request))
@@ -125,7 +118,6 @@ async def _achunks() -> AsyncIterator[bytes]:
         await asyncio.sleep(0)
 
 
-@csrf_exempt
 def stream(request: HttpRequest) -> StreamingHttpResponse:
     """Stream :data:`CHUNKS` reads made while the response is iterated.
 
@@ -139,7 +131,6 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
     return response
 
 
-@csrf_exempt
 async def astream(request: HttpRequest) -> StreamingHttpResponse:
     """As :func:`stream`, async, with an async iterator."""
     if "name" in request.GET:

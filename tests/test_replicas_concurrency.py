@@ -53,18 +53,24 @@ def test_200_tasks_each_read_their_own_write_and_no_pin_leaks() -> None:
     """Half the tasks write then read; the others read while those pins are active."""
     shared = policy()
 
-    async def task(name: str, written: asyncio.Barrier, results: dict[str, Any]) -> None:
+    async def task(
+        name: str, arrived: list[int], written: asyncio.Event, results: dict[str, Any]
+    ) -> None:
         async with in_database(policy=shared):
             if name.startswith("w"):
                 await Item.objects.acreate(name=name)
+            arrived.append(1)
+            if len(arrived) == TASKS:
+                written.set()
             await written.wait()  # every writer has written: its pin is active now
             results[name] = await sync_to_async(read)(name)
 
     async def main() -> dict[str, Any]:
         results: dict[str, Any] = {}
-        written = asyncio.Barrier(TASKS)
+        arrived: list[int] = []
+        written = asyncio.Event()  # a barrier (asyncio.Barrier is Python 3.11+)
         names = [f"{'w' if n % 2 else 'r'}{n}" for n in range(TASKS)]
-        await asyncio.gather(*(task(name, written, results) for name in names))
+        await asyncio.gather(*(task(name, arrived, written, results) for name in names))
         return results
 
     results = asyncio.run(main())

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import router
 
 from dynroute._replicas import groups
-from dynroute._state import ASK, DECISIVE, get_frame, walk
+from dynroute._state import ASK, DECISIVE, Decisive, get_frame, walk
 from dynroute._writes import get_scope, refuse_write
 from dynroute.exceptions import ConfigurationError
 
@@ -43,7 +43,11 @@ class DynamicDbRouter:
         if answer is ASK:
             ask = frame[3]
             if type(ask) in DECISIVE:
-                return ask.read(model, hints)  # type: ignore[union-attr,no-any-return]  # DECISIVE types' read() gives a str
+                if TYPE_CHECKING:  # what DECISIVE holds; no cast() call at run time
+                    decisive = cast("Decisive", ask)
+                else:
+                    decisive = ask
+                return decisive.read(model, hints)
             return walk(frame, model, hints, write=False)
         return answer
 
@@ -61,7 +65,11 @@ class DynamicDbRouter:
             if answer is not ASK:
                 alias = answer
             elif type(ask := frame[3]) in DECISIVE:
-                alias = ask.write(model, hints)  # type: ignore[union-attr]  # DECISIVE types' write() gives a str
+                if TYPE_CHECKING:  # as in db_for_read
+                    decisive = cast("Decisive", ask)
+                else:
+                    decisive = ask
+                alias = decisive.write(model, hints)
             else:
                 alias = walk(frame, model, hints, write=True)
         scope = get_scope()  # inlined, not a call: this runs on every write

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeAlias
 
 from dynroute.exceptions import RouteStateError, UsageError
 
@@ -31,6 +31,7 @@ __all__ = [
     "CURRENT",
     "DECISIVE",
     "Answer",
+    "Decisive",
     "Frame",
     "get_frame",
     "pop",
@@ -71,6 +72,19 @@ Frame: TypeAlias = "tuple[object, Answer, Answer, RoutingPolicy | None, Frame | 
 #: ``write(model, hints)`` directly, without walking the stack or unpacking the
 #: hints. dynroute's own per-entry policies register here (PrimaryReplica's).
 DECISIVE: set[type[object]] = set()
+
+
+class Decisive(Protocol):
+    """What the types in :data:`DECISIVE` have: answers from the hints as a dict."""
+
+    def read(self, model: type[Model], hints: dict[str, Any]) -> str:
+        """Return the alias a read of ``model`` goes to."""
+        ...
+
+    def write(self, model: type[Model], hints: dict[str, Any]) -> str:
+        """Return the alias a write of ``model`` goes to."""
+        ...
+
 
 CURRENT: ContextVar[Frame | None] = ContextVar("dynroute_route", default=None)
 # Bound once: the hot paths (here and in InDatabase.__enter__/__exit__) call them
