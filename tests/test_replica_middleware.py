@@ -476,9 +476,26 @@ def test_an_async_resolver_under_wsgi_is_a_usage_error(loop):
     browser = Browser("wsgi", loop)
     with (
         routed(resolver="tests.replica_views.by_header_async"),
-        pytest.raises(UsageError, match=r"coroutine function.*ASGI"),
+        pytest.raises(UsageError) as raised,
     ):
         browser.get("names")
+    assert str(raised.value) == (
+        "The resolver of settings.DYNROUTE_PRIMARY_REPLICA is a coroutine function, which "
+        "needs an async middleware chain (ASGI): make it a plain function under WSGI."
+    )
+
+
+def test_the_primary_defaults_to_default_and_down_seconds_is_read():
+    """Keys left out take their defaults; the ones given reach the policy."""
+    with override_settings(DYNROUTE_PRIMARY_REPLICA={"replicas": list(REPLICAS)}):
+        middleware = PrimaryReplicaMiddleware(lambda _request: HttpResponse())
+    assert middleware.policy.primary == "default"
+    assert middleware.policy.down_seconds == 30
+    config = {**CONFIG, "primary": "replica2", "replicas": ["replica1"], "down_seconds": 5}
+    with override_settings(DYNROUTE_PRIMARY_REPLICA=config):
+        middleware = PrimaryReplicaMiddleware(lambda _request: HttpResponse())
+    assert middleware.policy.primary == "replica2"
+    assert middleware.policy.down_seconds == 5
 
 
 @pytest.mark.parametrize(

@@ -632,3 +632,13 @@ def test_use_primary_inside_a_block_is_remembered_until_the_block_exits() -> Non
     assert not _replicas.used_primary()
     with use_primary():
         assert not _replicas.used_primary()  # outside every block: nothing to remember
+
+
+def test_a_pin_survives_an_inner_block_left_inside_a_plain_block() -> None:
+    """Leaving an inner replica block finds the outer one through the frames between them."""
+    policy = replicas()
+    with in_database(policy=policy):
+        with in_database("other"), in_database(policy=policy):
+            Item.objects.create(name="deep")
+        assert read_alias() == "default"
+        assert visible("deep")

@@ -354,17 +354,17 @@ class _Entry:
         """The replica chosen when the block was entered (``None``: all were down)."""
         return self._replica
 
-    def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ANN401 - a policy's signature is fixed by the Protocol
+    def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ARG002, ANN401 - a policy's signature is fixed by the Protocol
         """Return the replica of this entry, or the primary (see the module's docstring)."""
-        return self.read(model, hints)
+        return self.read(model)
 
-    def db_for_write(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ANN401 - a policy's signature is fixed by the Protocol
+    def db_for_write(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ARG002, ANN401 - a policy's signature is fixed by the Protocol
         """Return the primary, and remember (for pinning) that this context wrote to it."""
-        return self.write(model, hints)
+        return self.write(model)
 
-    # read() and write(): what the router calls (_state.DECISIVE), hints as a dict.
+    # read() and write(): what the router calls (_state.DECISIVE), without the hints.
 
-    def read(self, model: type[Model], hints: dict[str, Any]) -> str:  # noqa: ARG002 - the router's arguments
+    def read(self, model: type[Model]) -> str:  # noqa: ARG002 - the router's argument
         """As :meth:`db_for_read`."""
         # Runs on every read: ContextVar getters bound once; the cache read inline.
         primary = self._primary
@@ -386,7 +386,7 @@ class _Entry:
             return self._policy.usable(replica)
         return replica
 
-    def write(self, model: type[Model], hints: dict[str, Any]) -> str:  # noqa: ARG002 - the router's arguments
+    def write(self, model: type[Model]) -> str:  # noqa: ARG002 - the router's argument
         """As :meth:`db_for_write`."""
         primary = self._primary
         written = _get_written()

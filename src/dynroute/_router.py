@@ -47,7 +47,7 @@ class DynamicDbRouter:
                     decisive = cast("Decisive", ask)
                 else:
                     decisive = ask
-                return decisive.read(model, hints)
+                return decisive.read(model)
             return walk(frame, model, hints, write=False)
         return answer
 
@@ -69,7 +69,7 @@ class DynamicDbRouter:
                     decisive = cast("Decisive", ask)
                 else:
                     decisive = ask
-                alias = decisive.write(model, hints)
+                alias = decisive.write(model)
             else:
                 alias = walk(frame, model, hints, write=True)
         scope = get_scope()  # inlined, not a call: this runs on every write

@@ -68,20 +68,20 @@ Frame: TypeAlias = "tuple[object, Answer, Answer, RoutingPolicy | None, Frame | 
 
 
 #: Policy types whose answer is always an alias (never ``None``, never anything but a
-#: ``str``): a frame holding one is answered by its ``read(model, hints)`` and
-#: ``write(model, hints)`` directly, without walking the stack or unpacking the
-#: hints. dynroute's own per-entry policies register here (PrimaryReplica's).
+#: ``str``, whatever the hints): a frame holding one is answered by its
+#: ``read(model)`` and ``write(model)`` directly, without walking the stack or
+#: unpacking the hints. dynroute's own per-entry policies register here (PrimaryReplica's).
 DECISIVE: set[type[object]] = set()
 
 
 class Decisive(Protocol):
-    """What the types in :data:`DECISIVE` have: answers from the hints as a dict."""
+    """What the types in :data:`DECISIVE` have: answers that need no hints."""
 
-    def read(self, model: type[Model], hints: dict[str, Any]) -> str:
+    def read(self, model: type[Model]) -> str:
         """Return the alias a read of ``model`` goes to."""
         ...
 
-    def write(self, model: type[Model], hints: dict[str, Any]) -> str:
+    def write(self, model: type[Model]) -> str:
         """Return the alias a write of ``model`` goes to."""
         ...
 

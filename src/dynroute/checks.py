@@ -111,14 +111,17 @@ def check_replica_mirrors(
             names = tuple(str(alias) for alias in cast("Sequence[object]", replicas))
             known.add((str(middleware.get("primary", "default")), names))
     warnings: list[checks.CheckMessage] = []
-    for primary, aliases in sorted(known, key=repr):
+    for primary, aliases in sorted(known):
         for replica in aliases:
             config: Any = connections.settings.get(replica)
             if not isinstance(config, dict):
                 continue  # not configured: entering a block says so
-            test: Any = cast("dict[str, Any]", config).get("TEST") or {}
-            if isinstance(test, dict) and cast("dict[str, Any]", test).get("MIRROR") == primary:
-                continue
+            database = cast("dict[str, Any]", config)
+            test: Any = database.get("TEST") or {}
+            if isinstance(test, dict):
+                mirrored = cast("dict[str, Any]", test)
+                if mirrored.get("MIRROR") == primary:
+                    continue
             warnings.append(
                 checks.Warning(
                     f"The replica {replica!r} of {primary!r} does not mirror it in tests: "
