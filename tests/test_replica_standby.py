@@ -35,13 +35,13 @@ from tests.testapp.models import Item
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
-if test_settings.BACKEND != "postgresql":
-    pytest.skip(
-        "the streaming-standby suite runs with DYNROUTE_TEST_DB=postgresql",
-        allow_module_level=True,
-    )
-
-pytestmark = pytest.mark.django_db(databases=["default", "standby"], transaction=True)
+pytestmark = [
+    pytest.mark.skipif(
+        test_settings.BACKEND != "postgresql",
+        reason="the streaming-standby suite runs with DYNROUTE_TEST_DB=postgresql",
+    ),
+    pytest.mark.django_db(databases=["default", "standby"], transaction=True),
+]
 
 DOWN_SECONDS = 5
 

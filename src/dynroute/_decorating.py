@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
     from types import TracebackType
 
-__all__ = ["Decorator", "decorate", "iscoroutinefunction", "markcoroutinefunction"]
+__all__ = ["Decorator", "SyncScope", "decorate", "iscoroutinefunction", "markcoroutinefunction"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -131,3 +131,37 @@ class Decorator:
         """
         name, held = self._decorates
         return decorate(cast("Block", self), func, name, held)
+
+
+class SyncScope(Decorator):
+    """A scope whose entry and exit do no I/O: ``async with`` runs the sync ones.
+
+    What it sets lives in ContextVars, so it follows the task into the async ORM's
+    thread as it would follow a ``with`` block's code.
+    """
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:  # each subclass defines them
+
+        def __enter__(self) -> None: ...
+
+        def __exit__(
+            self,
+            exc_type: type[BaseException] | None,
+            exc_value: BaseException | None,
+            traceback: TracebackType | None,
+        ) -> None: ...
+
+    async def __aenter__(self) -> None:
+        """As ``__enter__``."""
+        self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """As ``__exit__``."""
+        self.__exit__(exc_type, exc_value, traceback)

@@ -45,7 +45,7 @@ from typing import (
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db import OperationalError, connections
 
-from dynroute._decorating import Decorator
+from dynroute._decorating import SyncScope
 from dynroute._sql import refused_part, statement_text
 from dynroute._state import DECISIVE, get_frame
 from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
@@ -570,7 +570,7 @@ def down_replicas() -> dict[str, float]:
 
 
 @final
-class UsePrimary(Decorator):
+class UsePrimary(SyncScope):
     """A scope in which PrimaryReplica blocks read from the primary; made by :func:`use_primary`."""
 
     __slots__ = ()
@@ -605,19 +605,6 @@ class UsePrimary(Decorator):
             )
             raise RouteStateError(msg)
         _FORCED.set(depth - 1)
-
-    async def __aenter__(self) -> None:
-        """As ``__enter__``: the scope follows the task into the async ORM's thread."""
-        self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """As ``__exit__``."""
-        self.__exit__(exc_type, exc_value, traceback)
 
 
 _USE_PRIMARY: Final = UsePrimary()

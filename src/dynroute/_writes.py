@@ -42,7 +42,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from dynroute._decorating import Decorator
+from dynroute._decorating import SyncScope
 from dynroute._replicas import get_written, note_statement
 from dynroute._sql import refused_part, statement_text
 from dynroute.exceptions import RouteStateError, UsageError, WriteForbiddenError
@@ -98,7 +98,7 @@ def leave_scope(owner: object, *, missing_ok: bool = False) -> None:
 
 
 @final
-class PreventWrites(Decorator):
+class PreventWrites(SyncScope):
     """A scope in which writes are refused, or allowed again; made by :func:`prevent_writes`.
 
     Use it as ``with``, ``async with``, or a decorator of sync and async functions.
@@ -126,19 +126,6 @@ class PreventWrites(Decorator):
         traceback: TracebackType | None,
     ) -> None:
         """Restore what was in force before the block."""
-        leave_scope(self)
-
-    async def __aenter__(self) -> None:
-        """As ``__enter__``: the scope follows the task into the async ORM's thread."""
-        enter_scope(self, enabled=self._enabled)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """As ``__exit__``."""
         leave_scope(self)
 
 
