@@ -96,7 +96,7 @@ def _no_route_leaks() -> Iterator[None]:
     assert CURRENT.get() is None, "the test left a route active"
     assert get_scope() is None, "the test left write prevention active"
     assert _ENTRIES.get() is None, "the test left a dynroute.atomic() block active"
-    assert _replicas._WRITTEN.get() is None, "the test left replica pinning active"
+    assert _replicas._PINS.get() is None, "the test left replica pinning active"
     assert _replicas._FORCED.get() == 0, "the test left use_primary() active"
     assert not _replicas.down_replicas(), "the test left a replica marked down"
     assert set(connections.settings) == aliases, "the test left a database alias registered"

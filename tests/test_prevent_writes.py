@@ -514,3 +514,14 @@ def test_a_preventing_block_prevents_at_every_entry(data):
     with InDatabase(ReadOnly("other")):
         Item.objects.create(name="allowed")
     assert contents()["default"] == ["allowed", "kept"]
+
+
+def test_the_first_scope_of_the_process_turns_the_routers_check_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Until a scope is entered the router skips its lookup; the first one turns it on."""
+    monkeypatch.setattr(writes, "scopes_entered", False)
+    with prevent_writes(), pytest.raises(WriteForbiddenError) as refused:
+        Item.objects.create(name="new")
+    assert str(refused.value) == orm_refusal("testapp.Item", "default")
+    assert writes.scopes_entered

@@ -25,6 +25,7 @@ from django.core import signing
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client, override_settings
 
+from dynroute import PrimaryReplica, in_database, middleware
 from dynroute.exceptions import ConfigurationError, UsageError
 from dynroute.middleware import PrimaryReplicaMiddleware
 from tests import replica_views
@@ -80,12 +81,15 @@ def _app() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """Django's signing clock, frozen on a whole second: a test moves it with ``now``.
+    """Django's signing clock and the middleware's, frozen on a whole second.
 
-    The pin's age is then exact (whatever the speed of the machine), 0 until moved.
+    A test moves them with ``now``. The pin's age is then exact (whatever the speed of
+    the machine), 0 until moved.
     """
     frozen = types.SimpleNamespace(now=float(int(time.time())))
-    monkeypatch.setattr(signing, "time", types.SimpleNamespace(time=lambda: frozen.now))
+    fake = types.SimpleNamespace(time=lambda: frozen.now)
+    monkeypatch.setattr(signing, "time", fake)
+    monkeypatch.setattr(middleware, "time", fake)
     return frozen
 
 
@@ -344,6 +348,68 @@ def test_a_forged_cookie_is_ignored(browser, new_browser):
     other = new_browser()
     other.client.cookies[COOKIE] = valid
     assert source(other.get("names")) == "default"
+
+
+def test_a_request_inside_another_replica_block_leaves_its_reads_as_they_were(browser):
+    """A POST handled inside an enclosing PrimaryReplica block: primary reads, then none."""
+    with in_database(policy=PrimaryReplica("default", REPLICAS)):
+        assert source(browser.post("names")) == "default"
+        assert Item.objects.all().db in REPLICAS  # the request's primary reads ended with it
+
+
+def test_a_cookie_found_valid_is_not_checked_again(browser, new_browser, monkeypatch):
+    """The signature of a client's pin cookie is checked once; its age on every request."""
+    valid = browser.post("names").cookies[COOKIE].value
+    assert source(browser.get("names")) == "default"  # checked, and remembered
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        msg = "the signature was checked again"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(HttpRequest, "get_signed_cookie", refuse)
+    other = new_browser()
+    other.client.cookies[COOKIE] = valid
+    assert source(other.get("names")) == "default"
+
+
+def test_a_new_secret_key_forgets_the_cookies_found_valid(browser, new_browser):
+    """After SECRET_KEY changes, a cookie signed with the old key no longer pins."""
+    valid = browser.post("names").cookies[COOKIE].value
+    assert source(browser.get("names")) == "default"
+    with override_settings(SECRET_KEY="a-new-key-for-this-test-only-" + "x" * 30):
+        other = new_browser()
+        other.client.cookies[COOKIE] = valid
+        assert source(other.get("names")) in REPLICAS
+
+
+def test_a_key_dropped_from_the_fallbacks_no_longer_pins(browser, new_browser, settings):
+    """A cookie found valid through SECRET_KEY_FALLBACKS is forgotten when they change."""
+    valid = browser.post("names").cookies[COOKIE].value
+    rotated = {"SECRET_KEY": "the-next-key-for-this-test-only-" + "x" * 30}
+    with override_settings(**rotated, SECRET_KEY_FALLBACKS=[settings.SECRET_KEY]):
+        other = new_browser()
+        other.client.cookies[COOKIE] = valid
+        assert source(other.get("names")) == "default"  # the old key is a fallback
+        with override_settings(SECRET_KEY_FALLBACKS=[]):
+            assert source(other.get("names")) in REPLICAS
+
+
+def test_the_cookies_found_valid_are_bounded_oldest_dropped_first(
+    browser, new_browser, clock, monkeypatch
+):
+    """Past the bound, the oldest remembered cookie is dropped, then checked again."""
+    monkeypatch.setattr(middleware, "_VERIFIED_MAX", 2)
+    monkeypatch.setattr(middleware, "_VERIFIED", {})
+    values = []
+    for _ in range(3):
+        values.append(browser.post("names").cookies[COOKIE].value)
+        clock.now += 1  # each a new cookie (a new timestamp)
+    clock.now -= 1  # all three within pin_seconds (2) of now
+    for value in values:
+        other = new_browser()
+        other.client.cookies[COOKIE] = value
+        assert source(other.get("names")) == "default"
+    assert [key[1] for key in middleware._VERIFIED] == values[1:]
 
 
 def test_the_pin_lasts_pin_seconds(browser, clock):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.core import checks
-from django.db import connections, transaction
+from django.db import connections, router, transaction
 from django.test import override_settings
 
 import dynroute
@@ -334,6 +334,31 @@ def test_use_primary_sends_reads_to_the_primary_and_nesting_restores() -> None:
         assert read_alias() in REPLICAS
 
 
+def test_use_primary_entered_before_a_block_reads_the_primary_inside_it() -> None:
+    """A block entered inside use_primary() reads the primary; after the scope, its replica."""
+    block = in_database(policy=replicas())
+    with use_primary():
+        with block:
+            assert read_alias() == "default"
+        with block:
+            assert read_alias() == "default"  # every block entered while it is active
+    with block:
+        assert read_alias() in REPLICAS
+
+
+def test_leaving_use_primary_keeps_the_pin_of_a_write_made_inside_it() -> None:
+    """The scope's end does not undo read-your-writes; without pinning it leaves no trace."""
+    with in_database(policy=replicas()):
+        with use_primary():
+            Item.objects.create(name="inside")
+        assert read_alias() == "default"
+    with in_database(policy=replicas(pin_after_write=False)):
+        with use_primary():
+            assert read_alias() == "default"
+            Item.objects.create(name="unpinned")
+        assert read_alias() in REPLICAS
+
+
 def test_use_primary_decorates_sync_and_async_functions_with_and_without_parentheses() -> None:
     """@use_primary and @use_primary() work on sync and async functions."""
 
@@ -527,6 +552,19 @@ def test_an_unknown_alias_is_refused_on_entry_naming_it() -> None:
     with pytest.raises(UnknownDatabaseError, match=r"'nowhere' are not in settings.DATABASES"):
         block.__enter__()
     assert dynroute.current_route() is None
+    with pytest.raises(UnknownDatabaseError, match=r"'nowhere' are not in settings.DATABASES"):
+        block.__enter__()  # refused again: a failed check is not remembered
+
+
+def test_aliases_found_once_are_not_looked_up_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Django never removes a database at run time: entries after the first skip the check."""
+    policy = replicas()
+    with in_database(policy=policy):
+        pass
+    with monkeypatch.context() as patch:
+        patch.setattr(connections, "settings", {"default": {}})  # an instance cache
+        with in_database(policy=policy):
+            assert dynroute.current_route() is not None
 
 
 @pytest.mark.parametrize(
@@ -601,6 +639,16 @@ def test_a_write_that_skips_the_router_pins_too(write: Any) -> None:
     with in_database(policy=replicas()):
         assert read_alias() in REPLICAS
         write()
+        assert read_alias() == "default"
+
+
+def test_a_write_decided_but_not_made_does_not_pin() -> None:
+    """The router's answer for a write is no write: the statement pins, when it runs."""
+    with in_database(policy=replicas()):
+        assert router.db_for_write(Item) == "default"
+        assert Item.objects.select_for_update().db == "default"  # never evaluated
+        assert read_alias() in REPLICAS
+        Item.objects.filter(name="nothing").update(name="still nothing")  # an UPDATE, 0 rows
         assert read_alias() == "default"
 
 

@@ -126,10 +126,13 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         read: Answer
         write: Answer
         fixed = fixed_answers(policy)
-        if fixed is None:
-            target, read, write = None, ASK, ASK
-        else:
+        if fixed is not None:
             target, read, write = fixed
+        elif type(policy) is _replicas.PrimaryReplica:
+            # Writes go to the primary, always: only reads ask the entry.
+            target, read, write = None, ASK, policy.primary
+        else:
+            target, read, write = None, ASK, ASK
         # Whether entering must do something before routing: check that dynroute's
         # router is installed and that a configured alias exists (once: Django does
         # not support removing a database at run time; again after DATABASE_ROUTERS

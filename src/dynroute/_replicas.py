@@ -6,16 +6,19 @@ instead, in this order of checks:
 
 1. inside :func:`use_primary` (a ContextVar depth, so it follows tasks and nests);
 2. after this thread or task has written in the block (``pin_after_write``): the
-   write records the primary in a ContextVar, which a child task inherits but never
-   hands back to its siblings, and which ``sync_to_async`` hands back to its caller
+   write hook of :mod:`dynroute._writes`, which sees every statement (routed or not),
+   records the primary in a ContextVar, which a child task inherits but never hands
+   back to its siblings, and which ``sync_to_async`` hands back to its caller
    (DJANGO_NOTES §13);
 3. while this thread's connection to the primary is in a transaction;
 4. when every replica is marked down.
 
+The first two share one ContextVar (:data:`_PINS`): a read asks it once.
+
 Health is per process: a replica whose connection fails to open is skipped for
 ``down_seconds``; after that, one read (not every one at once) tries it again.
 
-What is per entry (the replica chosen) lives in an immutable :class:`_Entry`, which
+What is per entry (the replica chosen) lives in an immutable :class:`Entry`, which
 the route stack's frame holds; what is per thread or task lives in ContextVars; what
 is per process (health, the groups ``allow_relation`` reads) in module dictionaries.
 Nothing per task is kept in a shared mutable object.
@@ -47,7 +50,7 @@ from django.db import OperationalError, connections
 
 from dynroute._decorating import SyncScope
 from dynroute._sql import refused_part, statement_text
-from dynroute._state import DECISIVE, get_frame
+from dynroute._state import get_frame
 from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
 
 if TYPE_CHECKING:
@@ -57,9 +60,8 @@ if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.models import Model
 
-    from dynroute._state import Frame
-
 __all__ = [
+    "Entry",
     "PrimaryReplica",
     "UsePrimary",
     "current_entry",
@@ -70,9 +72,9 @@ __all__ = [
     "leave",
     "note_statement",
     "pairs",
+    "read_primaries",
     "use_primary",
     "used_primary",
-    "write_primary",
 ]
 
 logger = logging.getLogger("dynroute")
@@ -84,14 +86,19 @@ _T = TypeVar("_T")
 #: How a block picks its replica: by name, or a function of the replicas that are up.
 Choose: TypeAlias = "Literal['round_robin', 'random'] | Callable[[tuple[str, ...]], str]"
 
-#: The primaries this thread or task has written to inside the outermost active
-#: PrimaryReplica block; ``None`` outside every such block.
-_WRITTEN: ContextVar[frozenset[str] | None] = ContextVar("dynroute_written", default=None)
-_get_written = _WRITTEN.get
+#: Where reads of this thread or task go to the primary, inside the outermost active
+#: PrimaryReplica block: the primaries it has written to there, and :data:`_ALL`
+#: while a ``use_primary()`` scope is active; ``None`` outside every such block.
+_PINS: ContextVar[frozenset[str] | None] = ContextVar("dynroute_pins", default=None)
+_get_pins = _PINS.get
 
-#: How many ``use_primary()`` blocks are active here.
+#: In :data:`_PINS`: every primary (``use_primary()``). Never an alias: PrimaryReplica
+#: refuses an empty one.
+_ALL: Final = ""
+_EVERY_PRIMARY: Final = frozenset((_ALL,))
+
+#: How many ``use_primary()`` scopes are active here.
 _FORCED: ContextVar[int] = ContextVar("dynroute_use_primary", default=0)
-_get_forced = _FORCED.get
 
 #: Whether ``use_primary()`` was entered here inside the outermost active
 #: PrimaryReplica block (the middleware streams such a response from the primary).
@@ -124,6 +131,12 @@ def _fresh_connection(alias: str) -> BaseDatabaseWrapper:
     return wrapper
 
 
+def _connection(alias: str) -> BaseDatabaseWrapper:
+    """This thread's connection object for ``alias``, from the cache or looked up."""
+    cached: BaseDatabaseWrapper | None = _THREAD.__dict__.get(alias)
+    return cached if cached is not None else _fresh_connection(alias)
+
+
 @final
 class PrimaryReplica:
     """A routing policy for a primary and its read replicas.
@@ -148,7 +161,15 @@ class PrimaryReplica:
         down_seconds: How long a replica that failed to connect is skipped.
     """
 
-    __slots__ = ("_choose", "_counter", "down_seconds", "pin_after_write", "primary", "replicas")
+    __slots__ = (
+        "_checked",
+        "_choose",
+        "_counter",
+        "down_seconds",
+        "pin_after_write",
+        "primary",
+        "replicas",
+    )
 
     def __init__(
         self,
@@ -229,6 +250,7 @@ class PrimaryReplica:
         self.down_seconds = float(down_seconds)
         self._choose = choose
         self._counter = itertools.count()
+        self._checked = False
         group = frozenset((primary, *names))
         for alias in group:
             _GROUPS[alias] = _GROUPS.get(alias, frozenset()) | group
@@ -248,15 +270,14 @@ class PrimaryReplica:
         )
 
     # The policy asked directly (as a Django router, or outside a block entry): a
-    # replica is chosen per query. Blocks ask their entry instead (see _Entry).
+    # replica is chosen per query. Blocks ask their entry instead (see Entry).
 
     def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ANN401 - a policy's signature is fixed by the Protocol
         """Return the alias a read goes to, choosing a replica for this query alone."""
-        return _Entry(self, self.choose()).db_for_read(model, **hints)
+        return Entry(self, self.choose()).db_for_read(model, **hints)
 
     def db_for_write(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ARG002, ANN401 - a policy's signature is fixed by the Protocol
-        """Return the primary, and remember (for pinning) that this context wrote to it."""
-        _wrote(self.primary)
+        """Return the primary."""
         return self.primary
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:  # noqa: ARG002, ANN401 - Django's router signature
@@ -269,9 +290,14 @@ class PrimaryReplica:
     def check_aliases(self) -> None:
         """Refuse aliases that are not in settings.
 
+        Once they are found, later calls do nothing: Django does not remove a database
+        from settings at run time.
+
         Raises:
             UnknownDatabaseError: An alias is not in ``settings.DATABASES``.
         """
+        if self._checked:
+            return
         configured = connections.settings
         missing = [alias for alias in (self.primary, *self.replicas) if alias not in configured]
         if missing:
@@ -282,10 +308,11 @@ class PrimaryReplica:
                 'DATABASES, with "TEST": {"MIRROR": ' + f"{self.primary!r}" + "}."
             )
             raise UnknownDatabaseError(msg)
+        self._checked = True
 
-    def enter(self) -> _Entry:
+    def enter(self) -> Entry:
         """Make the policy of one entry of a block: choose its replica (changes nothing)."""
-        return _Entry(self, self.choose())
+        return Entry(self, self.choose())
 
     def choose(self) -> str | None:
         """Return a replica that is not marked down, or ``None`` if all are."""
@@ -327,7 +354,7 @@ class PrimaryReplica:
 
 
 @final
-class _Entry:
+class Entry:
     """One entry of a block on a :class:`PrimaryReplica`: the policy and the replica chosen.
 
     Immutable: a task started inside the block shares it with its parent and siblings.
@@ -359,55 +386,43 @@ class _Entry:
         return self.read(model)
 
     def db_for_write(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ARG002, ANN401 - a policy's signature is fixed by the Protocol
-        """Return the primary, and remember (for pinning) that this context wrote to it."""
-        return self.write(model)
-
-    # read() and write(): what the router calls (_state.DECISIVE), without the hints.
+        """Return the primary (the write hook records the write, for pinning)."""
+        return self._primary
 
     def read(self, model: type[Model]) -> str:  # noqa: ARG002 - the router's argument
-        """As :meth:`db_for_read`."""
-        # Runs on every read: ContextVar getters bound once; the cache read inline.
+        """As :meth:`db_for_read`, without the hints: what the router calls."""
+        # Runs on every read: the ContextVar getter bound once; the cache read inline,
+        # by subscript (a KeyError, once per thread and alias, looks the connection up).
         primary = self._primary
-        if _get_forced():
+        pins = _get_pins()
+        if pins and (_ALL in pins or (self.pin and primary in pins)):
             return primary
-        if self.pin:
-            written = _get_written()
-            if written and primary in written:
-                return primary
         cached = _THREAD.__dict__  # this thread's: one lookup for both aliases
-        primary_connection = cached.get(primary) or _fresh_connection(primary)
-        if primary_connection.in_atomic_block:
+        try:
+            if cached[primary].in_atomic_block:
+                return primary
+            replica = self._replica
+            if replica is not None and not _DOWN and cached[replica].connection is not None:
+                return replica
+        except KeyError:
+            pass
+        return self._checked_read(primary)
+
+    def _checked_read(self, primary: str) -> str:
+        """As :meth:`read`, for the cases it leaves: a first read in this thread, a replica down."""
+        if _connection(primary).in_atomic_block:
             return primary
         replica = self._replica
         if replica is None or (_DOWN and _is_down(replica)):
             return self._policy.usable(skip=replica)
-        connection = cached.get(replica)
-        if connection is None or connection.connection is None:
+        if _connection(replica).connection is None:
             return self._policy.usable(replica)
         return replica
 
-    def write(self, model: type[Model]) -> str:  # noqa: ARG002 - the router's argument
-        """As :meth:`db_for_write`."""
-        primary = self._primary
-        written = _get_written()
-        if written is not None and primary not in written:
-            _WRITTEN.set(written | {primary})
-        return primary
 
-
-DECISIVE.add(_Entry)  # always answers an alias: the router calls read()/write() directly
-
-
-def _wrote(primary: str) -> None:
-    """Record that this thread or task wrote to ``primary`` (inside a block, else nowhere)."""
-    written = _WRITTEN.get()
-    if written is not None and primary not in written:
-        _WRITTEN.set(written | {primary})
-
-
-#: Where the writes of this thread or task are recorded: ``None`` outside every
+#: The pins of this thread or task (see :data:`_PINS`): ``None`` outside every
 #: PrimaryReplica block (the write hook's test).
-get_written = _WRITTEN.get
+get_written = _PINS.get
 
 #: The primaries of every PrimaryReplica made in this process.
 _PRIMARIES: set[str] = set()
@@ -424,43 +439,39 @@ def note_statement(sql: object, connection: BaseDatabaseWrapper, written: frozen
         return
     text = statement_text(sql, connection)
     if text is None or refused_part(text, connection.vendor) is not None:
-        _WRITTEN.set(written | {alias})
+        _PINS.set(written | {alias})
+
+
+def read_primaries() -> None:
+    """Send the reads of PrimaryReplica blocks here to the primary until the outermost exits.
+
+    For the middleware's requests that read the primary, in a block it knows is the
+    outermost: one ContextVar set, where a ``use_primary()`` scope costs five.
+    """
+    pins = _PINS.get()
+    if pins is not None:
+        _PINS.set(pins | _EVERY_PRIMARY)
 
 
 def has_written(primary: str) -> bool:
     """Return whether this thread or task wrote to ``primary`` in the active blocks."""
-    written = _WRITTEN.get()
-    return written is not None and primary in written
+    pins = _PINS.get()
+    return pins is not None and primary in pins
 
 
 def entered() -> None:
     """After a PrimaryReplica block's frame is pushed: record its writes from now on."""
-    if _WRITTEN.get() is None:
-        _WRITTEN.set(frozenset())
+    if _PINS.get() is None:
+        _PINS.set(_EVERY_PRIMARY if _FORCED.get() else frozenset())
 
 
-def current_entry() -> _Entry | None:
+def current_entry() -> Entry | None:
     """Return the entry of the innermost active PrimaryReplica block here, if any."""
     frame = get_frame()
     while frame is not None:
         ask = frame[3]
-        if type(ask) is _Entry:
+        if type(ask) is Entry:
             return ask
-        frame = frame[4]
-    return None
-
-
-def write_primary(frame: Frame | None) -> str | None:
-    """Return the primary the writes decided at ``frame`` go to, if a PrimaryReplica decides them.
-
-    ``None`` when a custom policy decides them (per model: no single database).
-    """
-    while frame is not None:
-        ask = frame[3]
-        if type(ask) is _Entry:
-            return ask.primary
-        if ask is not None:
-            return None
         frame = frame[4]
     return None
 
@@ -468,7 +479,7 @@ def write_primary(frame: Frame | None) -> str | None:
 def leave() -> None:
     """After a PrimaryReplica block's frame is gone: forget the writes if it was the outermost."""
     if current_entry() is None:
-        _WRITTEN.set(None)
+        _PINS.set(None)
         if _USED_PRIMARY.get():
             _USED_PRIMARY.set(False)
 
@@ -583,8 +594,10 @@ class UsePrimary(SyncScope):
     def __enter__(self) -> None:
         """Send the reads of PrimaryReplica blocks here to their primary until the scope exits."""
         _FORCED.set(_FORCED.get() + 1)
-        if _WRITTEN.get() is not None:
+        pins = _PINS.get()
+        if pins is not None:
             _USED_PRIMARY.set(True)
+            _PINS.set(pins | _EVERY_PRIMARY)
 
     def __exit__(
         self,
@@ -605,6 +618,9 @@ class UsePrimary(SyncScope):
             )
             raise RouteStateError(msg)
         _FORCED.set(depth - 1)
+        pins = _PINS.get()
+        if depth == 1 and pins is not None:
+            _PINS.set(pins - _EVERY_PRIMARY)
 
 
 _USE_PRIMARY: Final = UsePrimary()

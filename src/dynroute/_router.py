@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from django.db import router
 
-from dynroute._replicas import groups
-from dynroute._state import ASK, DECISIVE, Decisive, get_frame, walk
+from dynroute import _writes
+from dynroute._replicas import Entry, groups
+from dynroute._state import ASK, get_frame, walk
 from dynroute._writes import get_scope, refuse_write
 from dynroute.exceptions import ConfigurationError
 
@@ -40,16 +41,12 @@ class DynamicDbRouter:
         if frame is None:
             return None
         answer = frame[1]
-        if answer is ASK:
-            ask = frame[3]
-            if type(ask) in DECISIVE:
-                if TYPE_CHECKING:  # what DECISIVE holds; no cast() call at run time
-                    decisive = cast("Decisive", ask)
-                else:
-                    decisive = ask
-                return decisive.read(model)
-            return walk(frame, model, hints, write=False)
-        return answer
+        if answer is not ASK:
+            return answer
+        ask = frame[3]
+        if type(ask) is Entry:  # a PrimaryReplica block: its answer needs no hints
+            return ask.read(model)
+        return walk(frame, model, hints, write=False)
 
     def db_for_write(self, model: type[Model], **hints: Any) -> str | None:  # noqa: ANN401 - Django's hints are untyped
         """Return the alias writes of ``model`` go to in this context, or ``None``.
@@ -62,19 +59,11 @@ class DynamicDbRouter:
         alias: str | None = None
         if frame is not None:
             answer = frame[2]
-            if answer is not ASK:
-                alias = answer
-            elif type(ask := frame[3]) in DECISIVE:
-                if TYPE_CHECKING:  # as in db_for_read
-                    decisive = cast("Decisive", ask)
-                else:
-                    decisive = ask
-                alias = decisive.write(model)
-            else:
-                alias = walk(frame, model, hints, write=True)
-        scope = get_scope()  # inlined, not a call: this runs on every write
-        if scope is not None and scope[0]:
-            refuse_write(model, hints, alias)
+            alias = answer if answer is not ASK else walk(frame, model, hints, write=True)
+        if _writes.scopes_entered:  # no prevention scope ever entered: none to look up
+            scope = get_scope()
+            if scope is not None and scope[0]:
+                refuse_write(model, hints, alias)
         return alias
 
     def allow_relation(self, obj1: Model, obj2: Model, **hints: Any) -> bool | None:  # noqa: ARG002, ANN401 - Django's router signature

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
 
 from dynroute.exceptions import RouteStateError, UsageError
 
@@ -29,9 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ASK",
     "CURRENT",
-    "DECISIVE",
     "Answer",
-    "Decisive",
     "Frame",
     "get_frame",
     "pop",
@@ -65,25 +63,6 @@ Answer: TypeAlias = "str | _Ask | None"
 #: Leaving sets the parent back: keeping each entry's token for a ``reset`` costs
 #: about what the ``reset`` saves.
 Frame: TypeAlias = "tuple[object, Answer, Answer, RoutingPolicy | None, Frame | None]"
-
-
-#: Policy types whose answer is always an alias (never ``None``, never anything but a
-#: ``str``, whatever the hints): a frame holding one is answered by its
-#: ``read(model)`` and ``write(model)`` directly, without walking the stack or
-#: unpacking the hints. dynroute's own per-entry policies register here (PrimaryReplica's).
-DECISIVE: set[type[object]] = set()
-
-
-class Decisive(Protocol):
-    """What the types in :data:`DECISIVE` have: answers that need no hints."""
-
-    def read(self, model: type[Model]) -> str:
-        """Return the alias a read of ``model`` goes to."""
-        ...
-
-    def write(self, model: type[Model]) -> str:
-        """Return the alias a write of ``model`` goes to."""
-        ...
 
 
 CURRENT: ContextVar[Frame | None] = ContextVar("dynroute_route", default=None)

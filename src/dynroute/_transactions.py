@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from django.db import transaction
 
-from dynroute._replicas import write_primary
 from dynroute._state import ASK, get_frame
 from dynroute.exceptions import RouteStateError, UsageError
 
@@ -50,9 +49,6 @@ def write_alias(function: str) -> str | None:
         return None
     answer = frame[2]
     if answer is ASK:
-        primary = write_primary(frame)
-        if primary is not None:
-            return primary
         msg = (
             f"{function}(using=None) inside in_database(policy=...) cannot tell which "
             "database the block writes to: its policy decides per model. Pass "

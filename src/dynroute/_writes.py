@@ -69,10 +69,17 @@ _Scope: TypeAlias = "tuple[bool, object, _Scope | None]"
 _SCOPES: ContextVar[_Scope | None] = ContextVar("dynroute_prevent_writes", default=None)
 get_scope = _SCOPES.get
 
+#: Whether a scope was ever entered in this process. Until then the router does not
+#: look for one (a ContextVar read on every write). Never set back: a scope may live
+#: on in a task or context copied while it was active, after its owner has left.
+scopes_entered = False
+
 
 def enter_scope(owner: object, *, enabled: bool) -> None:
     """Refuse writes (or allow them again) here until ``owner`` leaves."""
+    global scopes_entered  # noqa: PLW0603 - set once, read by the router
     install_everywhere()
+    scopes_entered = True
     _SCOPES.set((enabled, owner, get_scope()))
 
 

@@ -14,18 +14,23 @@ middleware chain (at the first request of a handler, or of a test client).
 from __future__ import annotations
 
 import inspect
-from contextlib import ExitStack
+import threading
+import time
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from django.conf import settings
+from django.core import signing
+from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from dynroute._block import in_database
+from dynroute._block import InDatabase, in_database
 from dynroute._decorating import iscoroutinefunction, markcoroutinefunction
 from dynroute._replicas import (
     PrimaryReplica,
     current_entry,
+    get_written,
     has_written,
+    read_primaries,
     use_primary,
     used_primary,
 )
@@ -55,6 +60,16 @@ _KEYS: Final = {
     "cookie_samesite": "the pin cookie's SameSite (default SESSION_COOKIE_SAMESITE)",
 }
 _SALT: Final = "dynroute.middleware.PrimaryReplicaMiddleware"
+
+#: Pin cookies whose signature was found valid, by (cookie name, value): when each
+#: was signed (seconds since the epoch). A client sends the same cookie with every
+#: request of its pin window; its HMAC is checked on the first (~110,000 instructions
+#: with Django's signer), the others look it up here and check its age. Only a
+#: value that passed the check is kept; at most ``_VERIFIED_MAX``, oldest dropped
+#: first; forgotten when ``SECRET_KEY`` changes.
+_VERIFIED: dict[tuple[str, str], int] = {}
+_VERIFIED_MAX: Final = 4096
+_VERIFYING = threading.Lock()
 _PRIMARY: Final = "primary"
 _REPLICA: Final = "replica"
 
@@ -161,16 +176,19 @@ class PrimaryReplicaMiddleware:
             return self.__acall__(request)
         given = None if self.resolver is None else self._call_sync_resolver(request)
         primary = self._reads_primary(given, request)
+        nested = get_written() is not None  # inside another PrimaryReplica block
         # Plain with statements, not an ExitStack: this runs on every request.
         with self.block:
-            if primary:
+            if primary and nested:
                 with use_primary():
                     response = cast("HttpResponseBase", self.get_response(request))
             else:
+                if primary:
+                    read_primaries()  # until the block exits: it is the outermost
                 response = cast("HttpResponseBase", self.get_response(request))
             wrote = has_written(self.policy.primary)
             if response.streaming:
-                self._stream_inside(response, wrote=wrote)
+                self._stream_inside(response, primary=primary or wrote)
         self._pin(request, response, primary=primary, wrote=wrote)
         return response
 
@@ -183,15 +201,18 @@ class PrimaryReplicaMiddleware:
         get_response = cast(
             "Callable[[HttpRequest], Awaitable[HttpResponseBase]]", self.get_response
         )
+        nested = get_written() is not None  # as in __call__
         with self.block:
-            if primary:
+            if primary and nested:
                 with use_primary():
                     response = await get_response(request)
             else:
+                if primary:
+                    read_primaries()
                 response = await get_response(request)
             wrote = has_written(self.policy.primary)
             if response.streaming:
-                self._stream_inside(response, wrote=wrote)
+                self._stream_inside(response, primary=primary or wrote)
         self._pin(request, response, primary=primary, wrote=wrote)
         return response
 
@@ -225,14 +246,23 @@ class PrimaryReplicaMiddleware:
             )
             raise UsageError(msg)
         # A replica request, unless the client wrote within pin_seconds.
-        return (
-            bool(self.pin_seconds)
-            and self.cookie_name in request.COOKIES
-            and request.get_signed_cookie(
-                self.cookie_name, default=None, salt=_SALT, max_age=self.pin_seconds
-            )
-            is not None
-        )
+        if not self.pin_seconds:
+            return False
+        value = request.COOKIES.get(self.cookie_name)
+        if value is None:
+            return False
+        key = (self.cookie_name, value)
+        signed_at = _VERIFIED.get(key)
+        if signed_at is None:
+            if (
+                request.get_signed_cookie(
+                    self.cookie_name, default=None, salt=_SALT, max_age=self.pin_seconds
+                )
+                is None
+            ):
+                return False  # forged, expired, or not ours
+            signed_at = _remember(key)
+        return time.time() - signed_at <= self.pin_seconds
 
     def _pin(
         self, request: HttpRequest, response: HttpResponseBase, *, primary: bool, wrote: bool
@@ -243,36 +273,51 @@ class PrimaryReplicaMiddleware:
                 self.cookie_name, "1", salt=_SALT, max_age=self.pin_seconds, **self._cookie
             )
 
-    def _stream_inside(self, response: HttpResponseBase, *, wrote: bool) -> None:
+    def _stream_inside(self, response: HttpResponseBase, *, primary: bool) -> None:
         """Make a streaming response's iteration run in this request's block and replica."""
         streaming = cast("StreamingHttpResponse", response)
         entry = current_entry()
         if entry is None:
             return
-        block = in_database(policy=entry)
-        # Where the request read: use_primary() was entered for a "primary" request or
-        # by a @use_primary view (whose scope ended when it returned), or it wrote.
-        primary = wrote or used_primary()
+        # Where the request read: the primary for a "primary" request, a @use_primary
+        # view (whose scope ended when it returned) or a request that wrote; else the
+        # replica chosen for it.
+        if primary or used_primary():
+            block: InDatabase = in_database(entry.primary, write=True)
+        else:
+            block = in_database(policy=entry)
         content = streaming.streaming_content
         if streaming.is_async:
-            streaming.streaming_content = _routed_async(content, block, primary)  # type: ignore[arg-type]
+            streaming.streaming_content = _routed_async(content, block)  # type: ignore[arg-type]
         else:
-            streaming.streaming_content = _routed_sync(content, block, primary)  # type: ignore[arg-type]
+            streaming.streaming_content = _routed_sync(content, block)  # type: ignore[arg-type]
 
 
-def _chunk_scope(block: Any, primary: bool) -> ExitStack:  # noqa: ANN401, FBT001
-    stack = ExitStack()
-    stack.enter_context(block)
-    if primary:
-        stack.enter_context(use_primary())
-    return stack
+def _remember(key: tuple[str, str]) -> int:
+    """Keep a pin cookie whose signature is valid; return when it was signed."""
+    # TimestampSigner's format: value:timestamp:signature, the timestamp in base 62.
+    signed_at = signing.b62_decode(key[1].rsplit(":", 2)[1])
+    with _VERIFYING:
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            del _VERIFIED[next(iter(_VERIFIED))]
+        _VERIFIED[key] = signed_at
+    return signed_at
 
 
-def _routed_sync(content: Iterator[Any], block: Any, primary: bool) -> Iterator[Any]:  # noqa: ANN401, FBT001
+def _forget_verified(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001 - a signal receiver
+    if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
+        with _VERIFYING:
+            _VERIFIED.clear()
+
+
+setting_changed.connect(_forget_verified, dispatch_uid="dynroute.middleware._forget_verified")
+
+
+def _routed_sync(content: Iterator[Any], block: InDatabase) -> Iterator[Any]:
     """Yield ``content``'s chunks, each produced inside the block (never across a yield)."""
     iterator = iter(content)
     while True:
-        with _chunk_scope(block, primary):
+        with block:
             try:
                 chunk = next(iterator)
             except StopIteration:
@@ -282,13 +327,12 @@ def _routed_sync(content: Iterator[Any], block: Any, primary: bool) -> Iterator[
 
 async def _routed_async(
     content: AsyncIterator[Any],
-    block: Any,  # noqa: ANN401
-    primary: bool,  # noqa: FBT001
+    block: InDatabase,
 ) -> AsyncIterator[Any]:
     """As :func:`_routed_sync`, for an async iterator."""
     iterator = aiter(content)
     while True:
-        with _chunk_scope(block, primary):
+        with block:
             try:
                 chunk = await anext(iterator)
             except StopAsyncIteration:
