@@ -16,11 +16,12 @@ Measures (see ``LABELS`` in run.py for the rows they make):
 - ``replica_decision_pinned``: the same, with reads pinned to the primary: dynroute's
   block with ``pin_after_write=True`` after one write; multidb's thread pinned with
   ``pin_this_thread()`` (what its middleware does for a request that writes).
-- ``request_get``, ``request_get_pinned``, ``request_post``: one request through
-  ``django.test.Client`` with ``MIDDLEWARE`` empty (``*_none``) or holding only the
-  library's middleware (``*_middleware``), each with its library's router installed.
-  GET reads one count, POST saves one row; the pinned GET carries the pin cookie a
-  POST through that middleware set.
+- ``request_get``, ``request_get_pinned``, ``request_get_pinned_new``, ``request_post``:
+  one request through ``django.test.Client`` with ``MIDDLEWARE`` empty (``*_none``)
+  or holding only the library's middleware (``*_middleware``), each with its
+  library's router installed. GET reads one count, POST saves one row; the pinned GET
+  carries the pin cookie a POST through that middleware set (``_new``: dynroute's
+  middleware has forgotten that it found that cookie valid, so it checks its HMAC).
 
 CPU time on one CPU, as in measure.py. ``--count MEASURE/VARIANT N`` runs one variant
 N times without timing, for instruction counts under callgrind (see run.py).
@@ -117,6 +118,7 @@ def build_variants() -> dict[str, dict[str, Callable[[int], object]]]:  # noqa: 
     from multidb.pinning import pin_this_thread, unpin_this_thread  # noqa: PLC0415
 
     import dynroute  # noqa: PLC0415
+    from dynroute import middleware as dynroute_middleware  # noqa: PLC0415
 
     if str(ROOT / "src") not in (dynroute.__file__ or "") or "site-packages" not in (
         multidb.__file__ or ""
@@ -160,7 +162,11 @@ def build_variants() -> dict[str, dict[str, Callable[[int], object]]]:  # noqa: 
             read = None
             with block:
                 if pinned:
-                    db_for_write(Item)  # the reads below follow a write: pinned
+                    # A write (an UPDATE of no row): the reads below follow it, pinned.
+                    Item.objects.filter(pk=-1).update(name="")
+                    if db_for_read(Item) != PRIMARY:
+                        msg = "dynroute's reads are not pinned after a write"
+                        raise RuntimeError(msg)
                 for _ in range(n):
                     read = db_for_read(Item)
                     db_for_write(Item)
@@ -187,7 +193,7 @@ def build_variants() -> dict[str, dict[str, Callable[[int], object]]]:  # noqa: 
         return poster.cookies
 
     def requests(
-        impl: str, method: str, *, middleware: bool, pinned: bool = False
+        impl: str, method: str, *, middleware: bool, pinned: bool = False, new: bool = False
     ) -> Callable[[int], object]:
         made = client(impl, middleware=middleware)
         cookies = pin_cookie(impl) if pinned else None
@@ -203,6 +209,9 @@ def build_variants() -> dict[str, dict[str, Callable[[int], object]]]:  # noqa: 
                 jar.clear()
                 if cookies is not None:
                     jar.update(cookies)
+                if new:
+                    # As if the cookie had never been seen: dynroute checks its HMAC.
+                    dynroute_middleware._VERIFIED.clear()  # noqa: SLF001 - the cookies found valid
                 body = send(path).content
             return body.decode()
 
@@ -212,13 +221,16 @@ def build_variants() -> dict[str, dict[str, Callable[[int], object]]]:  # noqa: 
         "replica_decision": {impl: decision(impl, pinned=False) for impl in IMPLS},
         "replica_decision_pinned": {impl: decision(impl, pinned=True) for impl in IMPLS},
     }
-    for name, method, pinned in (
-        ("request_get", "GET", False),
-        ("request_get_pinned", "GET", True),
-        ("request_post", "POST", False),
+    for name, method, pinned, new in (
+        ("request_get", "GET", False, False),
+        ("request_get_pinned", "GET", True, False),
+        ("request_get_pinned_new", "GET", True, True),
+        ("request_post", "POST", False, False),
     ):
         variants[name] = {
-            f"{impl}_{kind}": requests(impl, method, middleware=kind == "middleware", pinned=pinned)
+            f"{impl}_{kind}": requests(
+                impl, method, middleware=kind == "middleware", pinned=pinned, new=new
+            )
             for impl in IMPLS
             for kind in ("none", "middleware")
         }
@@ -241,6 +253,12 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "multidb_none": {str(COUNTS[alias]) for alias in REPLICAS},  # nobody reads the cookie
         "multidb_middleware": {str(COUNTS[PRIMARY])},
     },
+    "request_get_pinned_new": {
+        "dynroute_none": {str(COUNTS[PRIMARY])},
+        "dynroute_middleware": {str(COUNTS[PRIMARY])},
+        "multidb_none": {str(COUNTS[alias]) for alias in REPLICAS},
+        "multidb_middleware": {str(COUNTS[PRIMARY])},
+    },
     "request_post": {
         f"{impl}_{kind}": {PRIMARY} for impl in IMPLS for kind in ("none", "middleware")
     },
@@ -252,6 +270,7 @@ PLAN = {
     "replica_decision_pinned": (2000, 201),
     "request_get": (20, 101),
     "request_get_pinned": (20, 101),
+    "request_get_pinned_new": (20, 101),
     "request_post": (20, 101),
 }
 

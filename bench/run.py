@@ -60,7 +60,7 @@ COUNTED_VARIANTS = {
     "write_hook": ["before", "hooked", "preventing"],
 }
 # the same for measure_replicas.py
-REQUESTS = ("request_get", "request_get_pinned", "request_post")
+REQUESTS = ("request_get", "request_get_pinned", "request_get_pinned_new", "request_post")
 REQUEST_VARIANTS = [
     f"{impl}_{kind}" for impl in ("dynroute", "multidb") for kind in ("none", "middleware")
 ]
@@ -84,6 +84,7 @@ LABELS = {
     "replica_decision_pinned": "`db_for_read` + `db_for_write`, reads pinned to the primary",
     "request_get": "GET, one read (no cookie)",
     "request_get_pinned": "GET, one read, with the pin cookie",
+    "request_get_pinned_new": "GET, one read, with a pin cookie not seen before",
     "request_post": "POST, one write (sets the pin cookie)",
 }
 
@@ -644,7 +645,8 @@ def replica_tables(runs: list[dict[str, Any]], counts: dict[str, dict[str, float
             "same round (each with its own router): "
             + "; ".join(
                 f"{LABELS[name].split(',')[0]}"
-                f"{' pinned' if name.endswith('pinned') else ''} "
+                f"{' pinned' if 'pinned' in name else ''}"
+                f"{' (new cookie)' if name.endswith('_new') else ''} "
                 + ratio_text(paired(runs, name, "dynroute_middleware", "multidb_middleware"), 3)
                 for name in REQUESTS
             )
