@@ -494,6 +494,7 @@ def test_objects_of_the_primary_and_its_replicas_may_be_related() -> None:
     Author.objects.using("replica1").create(name="a")
     author = Author.objects.using("replica1").get()
     book = Book(title="t")
+    book._state.db = "default"  # as if read from the primary: the router is asked
     book.author = author  # no "router prevents this relation"
     assert policy.allow_relation(author, Author.objects.create(name="b")) is True
 

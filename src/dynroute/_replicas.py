@@ -442,15 +442,24 @@ def note_statement(sql: object, connection: BaseDatabaseWrapper, written: frozen
         _PINS.set(written | {alias})
 
 
-def read_primaries() -> None:
-    """Send the reads of PrimaryReplica blocks here to the primary until the outermost exits.
+def read_primaries() -> bool:
+    """Send the reads here to the primary until the innermost PrimaryReplica block exits.
 
-    For the middleware's requests that read the primary, in a block it knows is the
-    outermost: one ContextVar set, where a ``use_primary()`` scope costs five.
+    For the middleware's requests that read the primary: one ContextVar set, where a
+    ``use_primary()`` scope costs five. Only where that block is the outermost (its
+    exit then ends it); otherwise it does nothing and returns ``False``: enter
+    ``use_primary()`` instead.
     """
     pins = _PINS.get()
-    if pins is not None:
-        _PINS.set(pins | _EVERY_PRIMARY)
+    frame = get_frame()
+    entries = 0
+    while frame is not None:
+        entries += type(frame[3]) is Entry
+        frame = frame[4]
+    if pins is None or entries != 1:
+        return False
+    _PINS.set(pins | _EVERY_PRIMARY)
+    return True
 
 
 def has_written(primary: str) -> bool:

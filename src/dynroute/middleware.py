@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from django.conf import settings
@@ -28,7 +29,6 @@ from dynroute._decorating import iscoroutinefunction, markcoroutinefunction
 from dynroute._replicas import (
     PrimaryReplica,
     current_entry,
-    get_written,
     has_written,
     read_primaries,
     use_primary,
@@ -60,6 +60,8 @@ _KEYS: Final = {
     "cookie_samesite": "the pin cookie's SameSite (default SESSION_COOKIE_SAMESITE)",
 }
 _SALT: Final = "dynroute.middleware.PrimaryReplicaMiddleware"
+
+_NO_SCOPE: Final = nullcontext()
 
 #: Pin cookies whose signature was found valid, by (cookie name, value): when each
 #: was signed (seconds since the epoch). A client sends the same cookie with every
@@ -176,16 +178,9 @@ class PrimaryReplicaMiddleware:
             return self.__acall__(request)
         given = None if self.resolver is None else self._call_sync_resolver(request)
         primary = self._reads_primary(given, request)
-        nested = get_written() is not None  # inside another PrimaryReplica block
         # Plain with statements, not an ExitStack: this runs on every request.
-        with self.block:
-            if primary and nested:
-                with use_primary():
-                    response = cast("HttpResponseBase", self.get_response(request))
-            else:
-                if primary:
-                    read_primaries()  # until the block exits: it is the outermost
-                response = cast("HttpResponseBase", self.get_response(request))
+        with self.block, self._read_scope(primary=primary):
+            response = cast("HttpResponseBase", self.get_response(request))
             wrote = has_written(self.policy.primary)
             if response.streaming:
                 self._stream_inside(response, primary=primary or wrote)
@@ -201,20 +196,19 @@ class PrimaryReplicaMiddleware:
         get_response = cast(
             "Callable[[HttpRequest], Awaitable[HttpResponseBase]]", self.get_response
         )
-        nested = get_written() is not None  # as in __call__
-        with self.block:
-            if primary and nested:
-                with use_primary():
-                    response = await get_response(request)
-            else:
-                if primary:
-                    read_primaries()
-                response = await get_response(request)
+        with self.block, self._read_scope(primary=primary):
+            response = await get_response(request)
             wrote = has_written(self.policy.primary)
             if response.streaming:
                 self._stream_inside(response, primary=primary or wrote)
         self._pin(request, response, primary=primary, wrote=wrote)
         return response
+
+    def _read_scope(self, *, primary: bool) -> AbstractContextManager[None]:
+        """Inside the request's block: what sends its reads to the primary, if they go there."""
+        if not primary or read_primaries():  # read_primaries(): until the block exits
+            return _NO_SCOPE
+        return use_primary()  # inside an enclosing block: for this request only
 
     def _call_resolver(self, request: HttpRequest) -> object:
         return None if self.resolver is None else self.resolver(request)
