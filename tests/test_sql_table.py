@@ -15,8 +15,8 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from dynroute import prevent_writes
-from dynroute._sql import refused_part
+from dynroute import _sql, prevent_writes
+from dynroute._sql import may_write, refused_part
 from dynroute.exceptions import WriteForbiddenError
 from tests.testapp.models import Item
 
@@ -304,6 +304,39 @@ def test_the_classifier_gives_each_backends_table_without_a_server(vendor):
         if allowed != (outcome == ALLOWED):
             wrong.append(f"{what}: {script!r}")
     assert wrong == []
+
+
+@pytest.mark.parametrize("vendor", sorted(PER_BACKEND))
+def test_may_write_agrees_with_the_classifier_and_remembers(vendor, monkeypatch):
+    """may_write() (the pin after a write) says what refused_part() says, twice over.
+
+    The second time from what it remembers: parsing again would fail here.
+    """
+    monkeypatch.setattr(_sql, "_KNOWN", {})
+    statements = [sql for _, script, _ in rows(vendor) for sql in script]
+    statements += ["", " ; ", "SELECT 1;; DROP TABLE t"]
+    expected = [refused_part(sql, vendor) is not None for sql in statements]
+    assert [may_write(sql, vendor) for sql in statements] == expected
+    assert any(expected)
+    assert not all(expected)
+
+    def parse(*args: object, **kwargs: object) -> str:
+        msg = "parsed again"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(_sql, "_blank", parse)
+    assert [may_write(sql, vendor) for sql in statements] == expected
+
+
+def test_may_write_remembers_a_bounded_number_of_short_texts(monkeypatch):
+    """The oldest text is forgotten first; a text longer than the limit is never kept."""
+    monkeypatch.setattr(_sql, "_KNOWN", {})
+    monkeypatch.setattr(_sql, "_KNOWN_MAX", 2)
+    monkeypatch.setattr(_sql, "_KNOWN_LENGTH", 20)
+    at_the_limit, too_long = "SELECT 1234567890123", "SELECT 12345678901234"  # 20, 21
+    for sql in ("SELECT 1", "DELETE FROM t", at_the_limit, too_long):
+        may_write(sql, "sqlite")
+    assert _sql._KNOWN == {("DELETE FROM t", "sqlite"): True, (at_the_limit, "sqlite"): False}
 
 
 @pytest.mark.parametrize(

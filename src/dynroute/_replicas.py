@@ -49,7 +49,7 @@ from django.core.exceptions import SynchronousOnlyOperation
 from django.db import OperationalError, connections
 
 from dynroute._decorating import SyncScope
-from dynroute._sql import refused_part, statement_text
+from dynroute._sql import may_write, statement_text
 from dynroute._state import get_frame
 from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
 
@@ -438,7 +438,7 @@ def note_statement(sql: object, connection: BaseDatabaseWrapper, written: frozen
     if alias in written or alias not in _PRIMARIES:
         return
     text = statement_text(sql, connection)
-    if text is None or refused_part(text, connection.vendor) is not None:
+    if text is None or may_write(text, connection.vendor):
         _PINS.set(written | {alias})
 
 

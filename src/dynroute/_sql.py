@@ -12,6 +12,7 @@ statements (``SELECT 1; DELETE ...`` is a write).
 from __future__ import annotations
 
 import re
+import threading
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
     from django.db.backends.base.base import BaseDatabaseWrapper
 
-__all__ = ["refused_part", "statement_text"]
+__all__ = ["may_write", "refused_part", "statement_text"]
 
 # Literals, quoted identifiers and comments of each dialect. Standard strings double
 # their quotes; MySQL's and PostgreSQL's E'...' strings also take backslash escapes.
@@ -210,15 +211,57 @@ def refused_part(sql: str, vendor: str) -> str | None:
     message, never a value it carries.
     """
     parts = _blank(sql, vendor).split(";")
-    if not any(part.strip() for part in parts):
+    index = _first_writing(parts, vendor)
+    if index is None:
+        return None
+    if index < 0:
         return "(an empty statement)"
+    # Shown with its quoted names, unless one holds a ";" (then as classified).
+    shown = _blank(sql, vendor, keep_names=True).split(";")
+    return _first_words(shown[index] if len(shown) == len(parts) else parts[index])
+
+
+def _first_writing(parts: list[str], vendor: str) -> int | None:
+    """The index of the first of blanked ``parts`` that may write; ``None`` if all read.
+
+    -1 when there is no statement at all (only blanks and ``;``): that may write too.
+    """
+    if not any(part.strip() for part in parts):
+        return -1
     for index, part in enumerate(parts):
         words = [word.lower() for word in _WORD.findall(part)]
         if part.strip() and not (words and _statement_is_read(words, part, vendor)):
-            # Shown with its quoted names, unless one holds a ";" (then as classified).
-            shown = _blank(sql, vendor, keep_names=True).split(";")
-            return _first_words(shown[index] if len(shown) == len(parts) else part)
+            return index
     return None
+
+
+def may_write(sql: str, vendor: str) -> bool:
+    """Return whether a statement of ``sql`` may write, as :func:`refused_part` decides.
+
+    For pinning reads after a write, on every statement on a primary's connection:
+    without the words a message shows, and remembered for the last
+    ``_KNOWN_MAX`` texts (Django sends the same text for each query of one shape; the
+    parameters travel apart), so a repeated statement costs a dict lookup instead of
+    a parse (9 µs for a short SELECT, 34 µs for an INSERT).
+    """
+    key = (sql, vendor)
+    known = _KNOWN.get(key)
+    if known is None:
+        known = _first_writing(_blank(sql, vendor).split(";"), vendor) is not None
+        if len(sql) <= _KNOWN_LENGTH:
+            with _KNOWING:
+                if len(_KNOWN) >= _KNOWN_MAX:
+                    del _KNOWN[next(iter(_KNOWN))]
+                _KNOWN[key] = known
+    return known
+
+
+#: What :func:`may_write` found, by (text, vendor), oldest first; texts up to
+#: ``_KNOWN_LENGTH`` characters.
+_KNOWN: dict[tuple[str, str], bool] = {}
+_KNOWN_MAX: Final = 1024
+_KNOWN_LENGTH: Final = 4096
+_KNOWING = threading.Lock()
 
 
 def _first_words(statement: str, count: int = 3) -> str:
