@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from django.db import connections
 from django.db.backends.base import base
 
+import dynroute
 from dynroute import close_idle_connections, in_database
 from dynroute._runtime import active_aliases
 from dynroute.exceptions import ConfigurationError
@@ -202,3 +205,53 @@ def test_without_conn_max_age_nothing_is_kept(runtime):
         Item.objects.count()
     assert not active_aliases()
     assert sessions(runtime, expected=0) == 0
+
+
+def _lines_run_by_dynroute(action) -> int:
+    """How many lines of dynroute's own code ``action()`` runs (in this thread)."""
+    source = str(Path(dynroute.__file__).parent)
+    lines = 0
+
+    def trace(frame, event, _arg):
+        nonlocal lines
+        if not frame.f_code.co_filename.startswith(source):
+            return None
+        if event == "line":
+            lines += 1
+        return trace
+
+    previous = sys.gettrace()  # coverage's, under nox
+    sys.settrace(trace)
+    try:
+        action()
+    finally:
+        sys.settrace(previous)
+    return lines
+
+
+def test_an_exit_costs_the_same_whatever_the_number_of_idle_configurations(
+    reusing, settings, fresh_alias
+):
+    """A re-entry runs the same dynroute code at 3 idle configurations and at 20.
+
+    Nothing per block is scanned that grows with the number of tenants.
+    """
+    settings.DYNROUTE_MAX_IDLE_CONNECTIONS = 1000
+    kept = fresh_alias("kept")
+    block = in_database(reusing, alias=kept)
+
+    def reenter() -> None:
+        with block:
+            pass
+
+    costs = []
+    try:
+        for count in (3, 20):
+            while len(active_aliases()) < count:
+                with in_database(reusing, alias=fresh_alias("idle")):
+                    Item.objects.count()
+            reenter()  # the block's connection is kept; the next entry reuses it
+            costs.append(_lines_run_by_dynroute(reenter))
+    finally:
+        close_idle_connections()
+    assert costs[0] == costs[1], costs

@@ -36,8 +36,8 @@ import contextlib
 import logging
 import re
 import threading
-import time
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -91,7 +91,8 @@ class _Entry:
     opened: weakref.WeakKeyDictionary[BaseDatabaseWrapper, int] = field(
         default_factory=weakref.WeakKeyDictionary[BaseDatabaseWrapper, int]
     )
-    idle_since: float = 0.0
+    #: open connections it held when it went idle: its share of the idle bound
+    idle_weight: int = 0
 
     @property
     def alias(self) -> str:
@@ -107,6 +108,11 @@ class _Entry:
 
 _lock = threading.RLock()
 _entries: dict[str, _Entry] = {}
+#: The idle entries kept for reuse, least recently used first, and the sum of their
+#: ``idle_weight``: what the bound is checked against, in constant time per exit
+#: whatever the number of configurations registered.
+_idle: OrderedDict[str, _Entry] = OrderedDict()
+_idle_weight = 0
 _loaded_engines: set[str] = set()
 _listeners: list[Callable[[str, bool], None]] = []
 _max_idle: int | None = None
@@ -135,6 +141,7 @@ def enter(config: DatabaseConfiguration) -> None:
         entry.active += 1
         entry.users[ident] = entry.users.get(ident, 0) + 1
         if entry.active == 1:
+            _not_idle(entry)
             # Told under the lock that counted: another thread's block on the alias
             # waits, so it cannot connect before listeners (a test case's guard)
             # know of the alias, nor hear of it out of order with an exit.
@@ -171,7 +178,7 @@ def _leave(config: DatabaseConfiguration, *, failed: bool) -> None:
         entry.active -= 1
         if entry.active == 0:
             if keep:
-                entry.idle_since = time.monotonic()
+                _make_idle(entry)
             else:
                 _unregister(entry)
             _notify(config.alias, active=False)
@@ -204,8 +211,7 @@ def close_idle_connections() -> int:
         The number of connections closed.
     """
     with _lock:
-        idle = [entry for entry in _entries.values() if entry.active == 0]
-        return sum(_evict(entry) for entry in idle)
+        return sum(_evict(entry) for entry in list(_idle.values()))
 
 
 def active_aliases() -> frozenset[str]:
@@ -281,8 +287,24 @@ def _reuses_connections(config: DatabaseConfiguration) -> bool:
     return max_age != 0
 
 
+def _make_idle(entry: _Entry) -> None:
+    """Keep ``entry``, no longer used by any block, as the most recently used idle one."""
+    global _idle_weight  # noqa: PLW0603 - module state guarded by _lock
+    entry.idle_weight = len(entry.open_connections())
+    _idle[entry.alias] = entry
+    _idle_weight += entry.idle_weight
+
+
+def _not_idle(entry: _Entry) -> None:
+    """Take ``entry`` out of the idle ones, if it is there (a block uses it, or it goes)."""
+    global _idle_weight  # noqa: PLW0603 - module state guarded by _lock
+    if _idle.pop(entry.alias, None) is not None:
+        _idle_weight -= entry.idle_weight
+
+
 def _unregister(entry: _Entry) -> None:
     """Close everything left under ``entry``'s alias and withdraw it; lock held."""
+    _not_idle(entry)
     if entry.claimed and not entry.opened:
         # Nothing ever connected under the name: no thread can hold a wrapper for
         # it, so other settings may use it (a corrected password, say).
@@ -291,7 +313,8 @@ def _unregister(entry: _Entry) -> None:
     _close_pool(entry)
     alias = entry.alias
     del _entries[alias]
-    published = {name: value for name, value in connections.settings.items() if name != alias}
+    published = dict(connections.settings)  # a C-level copy: no Python loop over aliases
+    del published[alias]
     if (
         not _entries
         and _base_settings is not None
@@ -343,19 +366,15 @@ setting_changed.connect(_on_setting_changed, dispatch_uid="dynroute-max-idle-con
 
 
 def _enforce_idle_bound() -> None:
-    """Evict least recently used idle entries beyond the bound; lock held."""
+    """Evict least recently used idle entries beyond the bound; lock held.
+
+    Every block exit in reuse mode gets here: the check is one comparison, and each
+    eviction takes the oldest idle entry, whatever the number registered.
+    """
     bound = _max_idle_connections()
-    idle = [entry for entry in _entries.values() if entry.active == 0]
-    # Every block exit in reuse mode gets here: first the cheap upper bound (wrappers
-    # that ever connected, open or not), and only past it the exact count.
-    if sum(len(entry.opened) for entry in idle) <= bound:
-        return
-    idle.sort(key=lambda entry: entry.idle_since)
-    open_idle = sum(len(entry.open_connections()) for entry in idle)
-    for entry in idle:
-        if open_idle <= bound:
-            break
-        open_idle -= _evict(entry)
+    while _idle_weight > bound:
+        entry = next(iter(_idle.values()))
+        _evict(entry)
         logger.debug("closed idle runtime database %r (bound %d)", entry.alias, bound)
 
 
