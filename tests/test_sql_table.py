@@ -336,7 +336,8 @@ def test_may_write_remembers_a_bounded_number_of_short_texts(monkeypatch):
     at_the_limit, too_long = "SELECT 1234567890123", "SELECT 12345678901234"  # 20, 21
     for sql in ("SELECT 1", "DELETE FROM t", at_the_limit, too_long):
         may_write(sql, "sqlite")
-    assert _sql._KNOWN == {("DELETE FROM t", "sqlite"): True, (at_the_limit, "sqlite"): False}
+    remembered = _sql._KNOWN
+    assert remembered == {("DELETE FROM t", "sqlite"): True, (at_the_limit, "sqlite"): False}
 
 
 @pytest.mark.parametrize(
