@@ -85,7 +85,7 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
 @pytest.fixture(autouse=True)
 def _no_route_leaks() -> Iterator[None]:
     """Prove that no test leaves a route, write prevention or an alias behind it."""
-    from dynroute import _replicas  # noqa: PLC0415 - needs Django set up
+    from dynroute import _locks, _replicas  # noqa: PLC0415 - needs Django set up
     from dynroute._transactions import _ENTRIES  # noqa: PLC0415
     from dynroute._writes import get_scope  # noqa: PLC0415
 
@@ -97,6 +97,7 @@ def _no_route_leaks() -> Iterator[None]:
     assert get_scope() is None, "the test left write prevention active"
     assert _ENTRIES.get() is None, "the test left a dynroute.atomic() block active"
     assert _replicas._PINS.get() is None, "the test left replica pinning active"
+    assert _locks._LOCK.get() is None, "the test left a route lock active"
     assert _replicas._FORCED.get() == 0, "the test left use_primary() active"
     assert not _replicas.down_replicas(), "the test left a replica marked down"
     assert set(connections.settings) == aliases, "the test left a database alias registered"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dynroute._block import InDatabase, Route, in_database
 from dynroute._current import current_alias, current_route
+from dynroute._locks import Unlocked, unlocked
 from dynroute._policies import ReadOnly, ReadWrite, RoutingPolicy, WriteOnly
 from dynroute._replicas import PrimaryReplica, UsePrimary, use_primary
 from dynroute._router import DynamicDbRouter
@@ -38,6 +39,7 @@ __all__ = [
     "ReadWrite",
     "Route",
     "RoutingPolicy",
+    "Unlocked",
     "UsePrimary",
     "WriteOnly",
     "atomic",
@@ -47,5 +49,6 @@ __all__ = [
     "in_database",
     "on_commit",
     "prevent_writes",
+    "unlocked",
     "use_primary",
 ]

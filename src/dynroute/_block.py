@@ -28,7 +28,7 @@ from typing import (
 from django.core.signals import setting_changed
 from django.db import connections
 
-from dynroute import _replicas, _runtime
+from dynroute import _locks, _replicas, _runtime
 from dynroute._decorating import Decorator
 from dynroute._policies import (
     ReadOnly,
@@ -221,6 +221,8 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         And, for a block that prevents writes, start doing so (on every entry).
         """
         require_router()
+        if _locks.used:
+            _locks.check(self._route.alias, self)
         if self._runtime is not None:
             _runtime.enter(self._runtime)
         elif self._primary_replica is not None:
@@ -230,8 +232,9 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
             alias = self._route.alias
             if alias is not None and alias not in connections.settings:
                 _unknown_alias(alias)
-            if not self._prevent:
-                # Shared by threads: every thread that gets here writes the same.
+            if not self._prevent and not _locks.used:
+                # Shared by threads: every thread that gets here writes the same. Once a
+                # route lock was set in the process, every entry checks it here.
                 self._setup = False
                 _CHECKED.add(self)
         if self._prevent:
@@ -310,6 +313,8 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         ask = self._entry_policy()
         if self._runtime is not None:
             require_router()
+            if _locks.used:
+                _locks.check(self._route.alias, self)
             await _runtime.aenter(self._runtime)
             if self._prevent:
                 enter_scope(self, enabled=True)
@@ -346,13 +351,19 @@ _CHECKED: weakref.WeakSet[InDatabase[Any]] = weakref.WeakSet()
 def _recheck_blocks(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001 - a signal receiver
     if setting == "DATABASE_ROUTERS":
         forget_router_check()
-        for block in list(_CHECKED):
-            # A block of this module, re-armed from the receiver connected below.
-            block._setup = True  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
-        _CHECKED.clear()
+        _rearm_blocks()
+
+
+def _rearm_blocks() -> None:
+    """Make every block check again on its next entry (the router, a route lock)."""
+    for block in list(_CHECKED):
+        # A block of this module, re-armed from a receiver of this module.
+        block._setup = True  # noqa: SLF001  # pyright: ignore[reportPrivateUsage]
+    _CHECKED.clear()
 
 
 setting_changed.connect(_recheck_blocks, dispatch_uid="dynroute._block._recheck_blocks")
+_locks.on_first_lock(_rearm_blocks)
 
 
 def _unknown_alias(alias: str) -> NoReturn:

@@ -32,6 +32,7 @@ __all__ = [
     "DatabaseConnectionError",
     "DynrouteError",
     "InvalidTargetError",
+    "RouteLockedError",
     "RouteStateError",
     "UnknownDatabaseError",
     "UsageError",
@@ -89,6 +90,15 @@ class RouteStateError(DynrouteError, RuntimeError):
     A block is left once per entry, in the thread or task that entered it. Leaving it
     twice, in another thread or task, or after an enclosing block was left (which
     drops the blocks still active inside it) raises this.
+    """
+
+
+class RouteLockedError(DynrouteError, RuntimeError):
+    """A block was entered on another database inside a request locked to one.
+
+    ``DatabaseMiddleware`` with ``DYNROUTE_REQUEST_LOCK = True`` locks each request to
+    the database its resolver chose; code meant to reach others enters
+    ``dynroute.unlocked()`` first. The message names both aliases, never a setting.
     """
 
 

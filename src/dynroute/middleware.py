@@ -6,6 +6,13 @@ block configured by ``settings.DYNROUTE_PRIMARY_REPLICA``::
     MIDDLEWARE = [..., "dynroute.middleware.PrimaryReplicaMiddleware", ...]
     DYNROUTE_PRIMARY_REPLICA = {"primary": "default", "replicas": ["replica1"]}
 
+``DatabaseMiddleware`` runs each request in the block a resolver of the project
+chooses (a database per tenant, say), configured by ``settings.DYNROUTE_REQUEST_ROUTE``::
+
+    MIDDLEWARE = [..., "dynroute.middleware.DatabaseMiddleware", ...]
+    DYNROUTE_REQUEST_ROUTE = "tenants.routing.database_for"   # (request) -> target
+    DYNROUTE_REQUEST_LOCK = True    # a request cannot enter a block on another database
+
 The middleware only enters blocks; the routing is the block's. It serves WSGI and ASGI
 without a thread hop (DJANGO_NOTES §13). Settings are read when Django builds the
 middleware chain (at the first request of a handler, or of a test client).
@@ -17,7 +24,7 @@ import inspect
 import threading
 import time
 from contextlib import AbstractContextManager, nullcontext
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, TypeAlias, cast, final
 
 from django.conf import settings
 from django.core import signing
@@ -26,6 +33,7 @@ from django.utils.module_loading import import_string
 
 from dynroute._block import InDatabase, in_database
 from dynroute._decorating import iscoroutinefunction, markcoroutinefunction
+from dynroute._locks import lock, release
 from dynroute._replicas import (
     PrimaryReplica,
     current_entry,
@@ -38,10 +46,13 @@ from dynroute.exceptions import ConfigurationError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+    from types import TracebackType
 
     from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 
-__all__ = ["PrimaryReplicaMiddleware"]
+    from dynroute._policies import RoutingPolicy
+
+__all__ = ["DatabaseMiddleware", "PrimaryReplicaMiddleware"]
 
 #: Methods that do not change anything (RFC 9110 §9.2.1): their reads use a replica.
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -269,7 +280,6 @@ class PrimaryReplicaMiddleware:
 
     def _stream_inside(self, response: HttpResponseBase, *, primary: bool) -> None:
         """Make a streaming response's iteration run in this request's block and replica."""
-        streaming = cast("StreamingHttpResponse", response)
         entry = current_entry()
         if entry is None:
             return
@@ -277,14 +287,10 @@ class PrimaryReplicaMiddleware:
         # view (whose scope ended when it returned) or a request that wrote; else the
         # replica chosen for it.
         if primary or used_primary():
-            block: InDatabase = in_database(entry.primary, write=True)
+            block: InDatabase[Any] = in_database(entry.primary, write=True)
         else:
             block = in_database(policy=entry)
-        content = streaming.streaming_content
-        if streaming.is_async:
-            streaming.streaming_content = _routed_async(content, block)  # type: ignore[arg-type]
-        else:
-            streaming.streaming_content = _routed_sync(content, block)  # type: ignore[arg-type]
+        _stream_in(response, block)
 
 
 def _remember(key: tuple[str, str]) -> int:
@@ -307,7 +313,7 @@ def _forget_verified(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001
 setting_changed.connect(_forget_verified, dispatch_uid="dynroute.middleware._forget_verified")
 
 
-def _routed_sync(content: Iterator[Any], block: InDatabase) -> Iterator[Any]:
+def _routed_sync(content: Iterator[Any], block: _Scope) -> Iterator[Any]:
     """Yield ``content``'s chunks, each produced inside the block (never across a yield)."""
     iterator = iter(content)
     while True:
@@ -321,14 +327,207 @@ def _routed_sync(content: Iterator[Any], block: InDatabase) -> Iterator[Any]:
 
 async def _routed_async(
     content: AsyncIterator[Any],
-    block: InDatabase,
+    block: _Scope,
 ) -> AsyncIterator[Any]:
     """As :func:`_routed_sync`, for an async iterator."""
     iterator = aiter(content)
     while True:
-        with block:
+        async with block:  # a runtime configuration connects in the async ORM's thread
             try:
                 chunk = await anext(iterator)
             except StopAsyncIteration:
                 return
         yield chunk
+
+
+_ROUTE_SETTING: Final = "DYNROUTE_REQUEST_ROUTE"
+_LOCK_SETTING: Final = "DYNROUTE_REQUEST_LOCK"
+
+
+class DatabaseMiddleware:
+    """Run each request in the block a resolver chooses for it.
+
+    ``settings.DYNROUTE_REQUEST_ROUTE`` names the resolver, ``(request) -> target``
+    (a coroutine function too, under ASGI), which returns an alias, a settings dict (a
+    runtime configuration), a :class:`~dynroute.RoutingPolicy`, an ``in_database()``
+    block, or ``None`` for no block. An alias or a dict is routed for reads and writes
+    (``write=True``); a block keeps its own flags. The iteration of a
+    ``StreamingHttpResponse`` runs in the block too, each chunk inside it.
+
+    With ``settings.DYNROUTE_REQUEST_LOCK = True`` each request is locked to its
+    block's database: entering a block on another alias or runtime configuration
+    inside it raises :class:`~dynroute.exceptions.RouteLockedError`, unless inside
+    :func:`dynroute.unlocked`.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        """Read the settings: the resolver, and whether requests are locked.
+
+        Raises:
+            ConfigurationError: ``DYNROUTE_REQUEST_ROUTE`` is missing, cannot be imported
+                or does not name a function; ``DYNROUTE_REQUEST_LOCK`` is not a bool.
+        """
+        self.get_response = get_response
+        path: object = getattr(settings, _ROUTE_SETTING, None)
+        if not isinstance(path, str):
+            msg = (
+                f"DatabaseMiddleware needs settings.{_ROUTE_SETTING}, the dotted path of a "
+                f"function (request) -> target; got {type(path).__name__}."
+            )
+            raise ConfigurationError(msg)
+        try:
+            resolver: object = import_string(path)
+        except ImportError as error:
+            msg = f"settings.{_ROUTE_SETTING} = {path!r} cannot be imported: {error}"
+            raise ConfigurationError(msg) from None
+        if not callable(resolver):
+            msg = f"settings.{_ROUTE_SETTING} = {path!r} names {resolver!r}, not a function."
+            raise ConfigurationError(msg)
+        self.resolver: Callable[[HttpRequest], object] = resolver
+        lock: object = getattr(settings, _LOCK_SETTING, False)
+        if type(lock) is not bool:
+            msg = f"settings.{_LOCK_SETTING} must be True or False, got {lock!r}."
+            raise ConfigurationError(msg)
+        self.lock: bool = lock
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __repr__(self) -> str:
+        """Show the resolver and the lock."""
+        name = getattr(self.resolver, "__qualname__", type(self.resolver).__name__)
+        return f"DatabaseMiddleware(resolver={name}, lock={self.lock})"
+
+    def __call__(self, request: HttpRequest) -> Any:  # noqa: ANN401 - a response, or its coroutine under ASGI
+        """Handle ``request`` inside its block (under ASGI, return the coroutine that does)."""
+        if self._async:
+            return self.__acall__(request)
+        given = self.resolver(request)
+        if inspect.isawaitable(given):
+            close = getattr(given, "close", None)
+            if callable(close):
+                close()  # no "never awaited" warning on top of the error
+            msg = (
+                f"The resolver of settings.{_ROUTE_SETTING} is a coroutine function, which "
+                "needs an async middleware chain (ASGI): make it a plain function under WSGI."
+            )
+            raise UsageError(msg)
+        scope = self._scope(given, request)
+        if scope is None:
+            return self.get_response(request)
+        with scope:
+            response = cast("HttpResponseBase", self.get_response(request))
+        if response.streaming:
+            _stream_in(response, scope)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        """Handle ``request`` inside its block, in this task (no thread hop)."""
+        given = self.resolver(request)
+        if inspect.isawaitable(given):
+            given = await given
+        get_response = cast(
+            "Callable[[HttpRequest], Awaitable[HttpResponseBase]]", self.get_response
+        )
+        scope = self._scope(given, request)
+        if scope is None:
+            return await get_response(request)
+        async with scope:
+            response = await get_response(request)
+        if response.streaming:
+            _stream_in(response, scope)
+        return response
+
+    def _scope(self, given: object, request: HttpRequest) -> _Scope | None:
+        """The block of the resolver's answer, locked to its database if asked."""
+        if given is None:
+            return None
+        if isinstance(given, InDatabase):
+            # isinstance() gives pyright InDatabase[Unknown]; mypy's is InDatabase[Any].
+            block: InDatabase[Any] = given  # pyright: ignore[reportUnknownVariableType]
+        elif isinstance(given, (str, dict)):
+            block = in_database(cast("str | dict[str, Any]", given), write=True)
+        elif callable(getattr(given, "db_for_read", None)) and callable(
+            getattr(given, "db_for_write", None)
+        ):
+            block = in_database(policy=cast("RoutingPolicy", given))
+        else:
+            # The type only: the value may be settings holding a password.
+            msg = (
+                f"The resolver of settings.{_ROUTE_SETTING} returned a {type(given).__name__} "
+                f"for {request.method} {request.path}: it must return an alias, a settings "
+                "dict, a RoutingPolicy, an in_database() block, or None."
+            )
+            raise UsageError(msg)
+        if not self.lock:
+            return block
+        alias = block.route.alias
+        if alias is None:
+            msg = (
+                f"settings.{_LOCK_SETTING} locks a request to one database, but the resolver "
+                f"returned {block!r} for {request.method} {request.path}, whose policy "
+                "has no single database: return an alias, a settings dict or a block on one."
+            )
+            raise UsageError(msg)
+        return _LockedBlock(block, alias)
+
+
+@final
+class _LockedBlock:
+    """A request's block, and the route lock to its database while it is active."""
+
+    __slots__ = ("alias", "block")
+
+    def __init__(self, block: InDatabase[Any], alias: str) -> None:
+        self.block = block
+        self.alias = alias
+
+    def __repr__(self) -> str:
+        return f"<{self.block!r}, locked>"
+
+    def __enter__(self) -> None:
+        self.block.__enter__()
+        lock(self.alias)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            release()
+        finally:
+            self.block.__exit__(exc_type, exc_value, traceback)
+
+    async def __aenter__(self) -> None:
+        await self.block.__aenter__()
+        lock(self.alias)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            release()
+        finally:
+            await self.block.__aexit__(exc_type, exc_value, traceback)
+
+
+#: What a request runs in: a block, or a block and its lock.
+_Scope: TypeAlias = "InDatabase[Any] | _LockedBlock"
+
+
+def _stream_in(response: HttpResponseBase, scope: _Scope) -> None:
+    """Make a streaming response's iteration run in ``scope``, each chunk inside it."""
+    streaming = cast("StreamingHttpResponse", response)
+    content = streaming.streaming_content
+    if streaming.is_async:
+        streaming.streaming_content = _routed_async(content, scope)  # type: ignore[arg-type]
+    else:
+        streaming.streaming_content = _routed_sync(content, scope)  # type: ignore[arg-type]

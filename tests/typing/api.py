@@ -184,3 +184,22 @@ async def _aview(x: int) -> str:
 assert_type(_view(1), str)
 _later = assert_type(_aview(1), Coroutine[Any, Any, str])
 _later.close()
+
+# unlocked(): the route lock of DatabaseMiddleware lifted
+
+assert_type(dynroute.unlocked(), dynroute.Unlocked)
+
+
+@dynroute.unlocked
+def _unlocked_view(x: int) -> str:
+    return str(x)
+
+
+@dynroute.unlocked()
+async def _aunlocked_view(x: int) -> str:
+    return str(x)
+
+
+assert_type(_unlocked_view(1), str)
+_unlocked_later = assert_type(_aunlocked_view(1), Coroutine[Any, Any, str])
+_unlocked_later.close()

@@ -104,3 +104,4 @@ dynroute.PrimaryReplica("default", ("r",), choose=lambda _up: 1)  # type: ignore
 dynroute.PrimaryReplica("default", (1,))  # type: ignore[arg-type]  # misuse: an int alias
 dynroute.PrimaryReplica("default", ("r",), pin_after_write="yes")  # type: ignore[arg-type]  # misuse: a str flag
 dynroute.use_primary("default")  # type: ignore[call-overload]  # misuse: use_primary takes no alias
+dynroute.unlocked("default")  # type: ignore[call-overload]  # misuse: unlocked takes no alias
