@@ -3,11 +3,13 @@
 A :class:`~dynroute.DatabaseConfiguration` becomes a Django alias only while blocks on
 it are active. The traps this module exists to avoid are in DJANGO_NOTES §1-4:
 
-- **Registration** publishes a new ``connections.settings`` dict (copy-on-write, under
-  a lock), so threads iterating the old one never see it change size, and
-  ``settings.DATABASES`` is never touched. The entry is already complete (Django's
-  defaults were filled when the configuration was built) and its ENGINE is loaded
-  before anything is registered.
+- **Registration** publishes the alias in ``connections.settings`` without changing a
+  dict that other threads may be iterating: the first runtime alias replaces Django's
+  dict with a :class:`_Published` mapping, which adds and removes aliases in constant
+  time and iterates safely while they change (DJANGO_NOTES §2); the last one gone puts
+  Django's dict back. ``settings.DATABASES`` is never touched. The entry is already
+  complete (Django's defaults were filled when the configuration was built) and its
+  ENGINE is loaded before anything is registered.
 - **Sharing**: every block on one configuration, in any thread or task, shares one
   alias, counted; the alias goes when the last block leaves.
 - **Connections are per thread**: each block connects on entry in the thread its
@@ -38,8 +40,9 @@ import re
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import ItemsView, Mapping, ValuesView
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, cast, final
 
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
@@ -54,7 +57,7 @@ from dynroute._targets import DatabaseConfiguration, claim_alias, release_alias
 from dynroute.exceptions import ConfigurationError, DatabaseConnectionError, DynrouteError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
 __all__ = [
     "active_aliases",
@@ -259,7 +262,7 @@ def _register(config: DatabaseConfiguration) -> _Entry:
     """Publish ``config`` under its alias; the caller holds the lock."""
     global _base_settings  # noqa: PLW0603 - module state guarded by _lock
     alias = config.alias
-    current = connections.settings
+    current: Mapping[str, dict[str, Any]] = connections.settings
     if alias in current:
         msg = (
             f"The alias {alias!r} of a runtime database configuration is already in "
@@ -270,15 +273,113 @@ def _register(config: DatabaseConfiguration) -> _Entry:
     if reuse:
         _max_idle_connections()  # a bad setting fails here, before anything changes
     claimed = claim_alias(config)
-    if not _entries:
-        _base_settings = current
-    published = dict(current)
+    if type(current) is _Published:
+        published = current
+    else:
+        if not _entries:
+            _base_settings = connections.settings  # Django's own dict, put back at the end
+        published = _Published(current)
+        # Django reads it as the dict it made: a Mapping with every method it calls.
+        connections.settings = cast("dict[str, dict[str, Any]]", published)
     # A fresh copy of the containers: Django stores and may change the entry it uses.
-    published[alias] = copy_structure(config.settings)
-    connections.settings = published
+    published.add(alias, copy_structure(config.settings))
     entry = _Entry(config, reuse=reuse, claimed=claimed)
     _entries[alias] = entry
     return entry
+
+
+#: A removed alias's place in :class:`_Published`'s order: never a key (a NUL in it).
+_HOLE: Final = "\x00removed"
+
+
+@final
+class _Published(Mapping[str, dict[str, Any]]):
+    """``connections.settings`` while runtime aliases are registered.
+
+    Other threads look aliases up and iterate them (``close_old_connections`` and
+    ``make_view_atomic`` on every request) while blocks add and remove them. A dict
+    changed in place raises "dictionary changed size during iteration" in them, and
+    a new dict per change costs time in the number of aliases. Here lookups go to a
+    dict and iteration to a list of the aliases in order: a list may grow under an
+    iterator, and a removed alias leaves a hole there, skipped; when holes are half
+    of it, a new list replaces it (iterators keep the old one). Changed under the
+    module's lock only.
+    """
+
+    __slots__ = ("_entries", "_holes", "_order", "_places")
+
+    def __init__(self, base: Mapping[str, dict[str, Any]]) -> None:
+        self._entries = dict(base)
+        self._order = list(self._entries)
+        self._places = {alias: place for place, alias in enumerate(self._order)}
+        self._holes = 0
+
+    def __getitem__(self, alias: str) -> dict[str, Any]:
+        return self._entries[alias]
+
+    def __contains__(self, alias: object) -> bool:
+        return alias in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[str]:
+        entries = self._entries
+        # The list as it is now: a new one made later does not change this iteration.
+        return (alias for alias in self._order if alias in entries)
+
+    def items(self) -> ItemsView[str, dict[str, Any]]:
+        """The (alias, settings) pairs, as iterating, never a removed alias's."""
+        return _PublishedItems(self)
+
+    def values(self) -> ValuesView[dict[str, Any]]:
+        """The settings, as iterating, never a removed alias's."""
+        return _PublishedValues(self)
+
+    def pairs(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Iterate (alias, settings); an alias removed meanwhile is skipped, not a KeyError."""
+        entries = self._entries
+        for alias in self._order:
+            settings = entries.get(alias)
+            if settings is not None:
+                yield alias, settings
+
+    def __repr__(self) -> str:
+        return f"<dynroute's connections.settings: {', '.join(map(repr, self))}>"
+
+    def add(self, alias: str, settings: dict[str, Any]) -> None:
+        self._entries[alias] = settings
+        self._places[alias] = len(self._order)
+        self._order.append(alias)
+
+    def remove(self, alias: str) -> None:
+        del self._entries[alias]
+        self._order[self._places.pop(alias)] = _HOLE
+        self._holes += 1
+        if self._holes > 16 and self._holes * 2 > len(self._order):
+            self._order = list(self._entries)
+            self._places = {name: place for place, name in enumerate(self._order)}
+            self._holes = 0
+
+
+class _PublishedItems(ItemsView[str, dict[str, Any]]):
+    """``_Published.items()``: iterating looks each alias up once, as it goes."""
+
+    __slots__ = ()
+    _mapping: _Published
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        return self._mapping.pairs()
+
+
+class _PublishedValues(ValuesView[dict[str, Any]]):
+    """``_Published.values()``: as :class:`_PublishedItems`."""
+
+    __slots__ = ()
+    _mapping: _Published
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (settings for _, settings in self._mapping.pairs())
 
 
 def _reuses_connections(config: DatabaseConfiguration) -> bool:
@@ -313,16 +414,19 @@ def _unregister(entry: _Entry) -> None:
     _close_pool(entry)
     alias = entry.alias
     del _entries[alias]
-    published = dict(connections.settings)  # a C-level copy: no Python loop over aliases
-    del published[alias]
+    published: Mapping[str, dict[str, Any]] = connections.settings
+    if type(published) is _Published:
+        published.remove(alias)
+    else:  # replaced by someone else since it was registered: copy-on-write
+        published = {name: value for name, value in published.items() if name != alias}
+        connections.settings = published
     if (
         not _entries
         and _base_settings is not None
         and published.keys() == _base_settings.keys()
         and all(published[name] is value for name, value in _base_settings.items())
     ):
-        published = _base_settings
-    connections.settings = published
+        connections.settings = _base_settings
 
 
 def _evict(entry: _Entry) -> int:

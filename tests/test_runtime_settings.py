@@ -1,0 +1,92 @@
+"""connections.settings while runtime aliases come and go: safe to read, cheap to change."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connections
+
+from dynroute import in_database
+from dynroute._runtime import _HOLE, _Published
+from tests.testapp.models import Item
+
+pytestmark = pytest.mark.django_db(databases=["default", "other"])
+
+
+def test_djangos_own_dict_is_back_when_the_last_runtime_alias_goes(runtime):
+    """While a runtime alias is registered it is in connections.settings; then it is not."""
+    django_dict = connections.settings
+    with in_database(runtime) as route:
+        assert route.alias in connections.settings
+        assert connections.settings[route.alias]["NAME"] == runtime["NAME"]
+        assert dict(connections.settings.items()).keys() == {*django_dict, route.alias}
+    assert connections.settings is django_dict
+
+
+def test_readers_iterating_the_aliases_while_blocks_register_them_never_fail(runtime, fresh_alias):
+    """Two threads iterate the aliases (as close_old_connections does) during 200 entries."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    rounds = [0, 0]
+
+    def reader(index: int) -> None:
+        try:
+            while not stop.is_set():
+                for alias, settings in connections.settings.items():
+                    assert settings is connections.settings.get(alias, settings)
+                for settings in connections.settings.values():
+                    assert "ENGINE" in settings
+                rounds[index] += 1
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    readers = [threading.Thread(target=reader, args=(index,)) for index in range(2)]
+    for thread in readers:
+        thread.start()
+    try:
+        for number in range(200):
+            with in_database(runtime, alias=fresh_alias(f"churn{number % 7}")):
+                Item.objects.exists()
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join()
+    assert errors == []
+    assert all(rounds)
+
+
+def test_the_published_mapping_keeps_order_skips_removed_aliases_and_compacts():
+    """Order of addition, each alias once, holes dropped when they are half the list."""
+    published = _Published({"default": {"NAME": "d"}})
+    for number in range(40):
+        published.add(f"a{number}", {"NAME": number})
+    for number in range(0, 40, 2):
+        published.remove(f"a{number}")
+    published.add("a0", {"NAME": "again"})
+    expected = ["default", *(f"a{number}" for number in range(1, 40, 2)), "a0"]
+    assert list(published) == expected
+    assert len(published) == len(expected)
+    assert published["a0"] == {"NAME": "again"}
+    assert "a2" not in published
+    with pytest.raises(KeyError):
+        published["a2"]
+    for number in range(1, 40, 2):
+        published.remove(f"a{number}")
+    assert list(published) == ["default", "a0"]
+    assert dict(published.items()) == {"default": {"NAME": "d"}, "a0": {"NAME": "again"}}
+    assert list(published.values()) == [{"NAME": "d"}, {"NAME": "again"}]
+    # Compacted on the way: the holes left are few, and the places point at the aliases.
+    assert len(published._order) < 43
+    assert published._order.count(_HOLE) == published._holes <= 16
+    assert all(published._order[place] == alias for alias, place in published._places.items())
+
+
+def test_an_iteration_begun_before_a_compaction_ends_on_the_old_order():
+    """A reader's iteration keeps the list it started on; removed aliases are skipped."""
+    published = _Published({f"a{number}": {} for number in range(40)})
+    reading = iter(published)
+    assert next(reading) == "a0"
+    for number in range(1, 30):
+        published.remove(f"a{number}")  # compacts on the way
+    assert list(reading) == [f"a{number}" for number in range(30, 40)]
