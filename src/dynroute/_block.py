@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
     from dynroute._targets import TargetLike
 
-__all__ = ["InDatabase", "Route", "in_database"]
+__all__ = ["InDatabase", "Route", "in_database", "rearm_blocks"]
 
 logger = logging.getLogger("dynroute")
 
@@ -351,10 +351,10 @@ _CHECKED: weakref.WeakSet[InDatabase[Any]] = weakref.WeakSet()
 def _recheck_blocks(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001 - a signal receiver
     if setting == "DATABASE_ROUTERS":
         forget_router_check()
-        _rearm_blocks()
+        rearm_blocks()
 
 
-def _rearm_blocks() -> None:
+def rearm_blocks() -> None:
     """Make every block check again on its next entry (the router, a route lock)."""
     for block in list(_CHECKED):
         # A block of this module, re-armed from a receiver of this module.
@@ -363,7 +363,6 @@ def _rearm_blocks() -> None:
 
 
 setting_changed.connect(_recheck_blocks, dispatch_uid="dynroute._block._recheck_blocks")
-_locks.on_first_lock(_rearm_blocks)
 
 
 def _unknown_alias(alias: str) -> NoReturn:

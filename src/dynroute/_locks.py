@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
     from types import TracebackType
 
-__all__ = ["Unlocked", "check", "lock", "on_first_lock", "release", "unlocked"]
+__all__ = ["Unlocked", "check", "lock", "release", "unlocked"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -36,12 +36,6 @@ _LOCK: ContextVar[_Lock | None] = ContextVar("dynroute_lock", default=None)
 
 #: Whether a lock was ever set in this process (blocks check from then on).
 used = False
-_first_lock: list[Callable[[], None]] = []
-
-
-def on_first_lock(callback: Callable[[], None]) -> None:
-    """Call ``callback`` when the first lock of the process is set."""
-    _first_lock.append(callback)
 
 
 def lock(alias: str) -> None:
@@ -49,8 +43,10 @@ def lock(alias: str) -> None:
     global used  # noqa: PLW0603 - set once, read by blocks
     if not used:
         used = True
-        for callback in _first_lock:
-            callback()
+        # Blocks that skip their checks on entry check again (the lock among them).
+        from dynroute._block import rearm_blocks  # noqa: PLC0415 - _block imports this module
+
+        rearm_blocks()
     _LOCK.set((alias, _LOCK.get()))
 
 
