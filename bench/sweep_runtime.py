@@ -12,7 +12,11 @@ bound above N), each on a database of its own, then measures, with N registered:
   that its exit evicts the least recently used one (SQLite: every kept
   configuration holds its connection; PostgreSQL: not measured, see below);
 - **memory per kept configuration**: the process's RSS after registering N, less
-  before, over N.
+  before, over N;
+- for SQLite, the control: ``sqlite3`` alone opening a new file, one query, closing
+  it, in the same process with the N files held open. SQLite's Unix VFS looks each
+  new file up in a list of the files it has open, so its open grows with N: the first
+  entry and the eviction (which opens a new file) follow it.
 
 SQLite: N up to 10,000, each a file copied from a template. PostgreSQL (127.0.0.1,
 user ``postgres``): N up to 1,000 databases, created from a template by this script
@@ -102,7 +106,7 @@ def one(backend: str, count: int) -> dict[str, Any]:
 
     import dynroute  # noqa: PLC0415
 
-    pool = count + FIRST + EVICTION + 1
+    pool = count + 2 * FIRST + EVICTION + 1
     if backend == "sqlite":
         template = folder / "template.db"
         with sqlite3.connect(template) as database:
@@ -144,8 +148,17 @@ def one(backend: str, count: int) -> dict[str, Any]:
     first = median_us(
         lambda: dynroute.in_database(settings_of(next(fresh), 0), alias=None), query, FIRST
     )
-    eviction = None
+    eviction = raw = None
     if backend == "sqlite":
+        # The same open + query + close with sqlite3 alone, as many files held open.
+        samples = []
+        for _ in range(FIRST):
+            started = time.perf_counter_ns()
+            database = sqlite3.connect(folder / f"t{next(fresh)}.db")
+            database.execute("SELECT 1 FROM auth_group LIMIT 1").fetchall()
+            database.close()
+            samples.append(time.perf_counter_ns() - started)
+        raw = statistics.median(samples) / 1000
         with override_settings(DYNROUTE_MAX_IDLE_CONNECTIONS=count):
             eviction = median_us(
                 lambda: dynroute.in_database(settings_of(next(fresh), 600)), query, EVICTION
@@ -159,6 +172,7 @@ def one(backend: str, count: int) -> dict[str, Any]:
         "first_us": first,
         "reentry_us": reentry,
         "eviction_us": eviction,
+        "raw_us": raw,
         "kept_kib": kept_kib,
     }
 
@@ -202,14 +216,15 @@ def table(results: list[dict[str, Any]]) -> str:
     lines = [
         (
             "| backend | configurations registered | first entry | re-entry | eviction | "
-            "memory per kept configuration |"
+            "memory per kept configuration | sqlite3 alone: open, query, close a new file |"
         ),
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     lines.extend(
         f"| {'SQLite' if row['backend'] == 'sqlite' else 'PostgreSQL'} | {row['count']:,} | "
         f"{cell(row['first_us'], 'µs')} | {cell(row['reentry_us'], 'µs')} | "
-        f"{cell(row['eviction_us'], 'µs')} | {cell(row['kept_kib'], 'KiB')} |"
+        f"{cell(row['eviction_us'], 'µs')} | {cell(row['kept_kib'], 'KiB')} | "
+        f"{cell(row['raw_us'], 'µs')} |"
         for row in results
     )
     for backend in ("sqlite", "postgresql"):
@@ -240,7 +255,7 @@ def main() -> int:
     plan += [("postgresql", n) for n in pg_counts]
     if pg_counts:
         print("creating the PostgreSQL databases ...", file=sys.stderr)
-        create_databases(max(pg_counts) + FIRST + EVICTION + 1)
+        create_databases(max(pg_counts) + 2 * FIRST + EVICTION + 1)
     results = []
     try:
         for backend, count in plan:
@@ -254,7 +269,7 @@ def main() -> int:
             results.append(json.loads(done.stdout.splitlines()[-1]))
     finally:
         if pg_counts:
-            drop_databases(max(pg_counts) + FIRST + EVICTION + 1)
+            drop_databases(max(pg_counts) + 2 * FIRST + EVICTION + 1)
     now = dt.datetime.now(dt.timezone.utc)
     text = "\n".join(
         [

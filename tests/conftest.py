@@ -83,6 +83,21 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
 
 
 @pytest.fixture(autouse=True)
+def _no_route_lock_before() -> Iterator[None]:
+    """Each test starts in a process that never set a route lock (as most processes are).
+
+    The first lock makes every block check on each entry, for the rest of the
+    process: without this, the blocks' usual path would go untested after the lock
+    tests.
+    """
+    from dynroute import _locks  # noqa: PLC0415 - needs Django set up
+
+    used = _locks.used
+    yield
+    _locks.used = used
+
+
+@pytest.fixture(autouse=True)
 def _no_route_leaks() -> Iterator[None]:
     """Prove that no test leaves a route, write prevention or an alias behind it."""
     from dynroute import _locks, _replicas  # noqa: PLC0415 - needs Django set up

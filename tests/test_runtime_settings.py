@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -42,6 +43,8 @@ def test_readers_iterating_the_aliases_while_blocks_register_them_never_fail(run
             errors.append(error)
 
     readers = [threading.Thread(target=reader, args=(index,)) for index in range(2)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads switch mid-iteration, and the blocks get their turn
     for thread in readers:
         thread.start()
     try:
@@ -52,6 +55,7 @@ def test_readers_iterating_the_aliases_while_blocks_register_them_never_fail(run
         stop.set()
         for thread in readers:
             thread.join()
+        sys.setswitchinterval(interval)
     assert errors == []
     assert all(rounds)
 
