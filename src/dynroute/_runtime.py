@@ -262,7 +262,7 @@ def _register(config: DatabaseConfiguration) -> _Entry:
     """Publish ``config`` under its alias; the caller holds the lock."""
     global _base_settings  # noqa: PLW0603 - module state guarded by _lock
     alias = config.alias
-    current: Mapping[str, dict[str, Any]] = connections.settings
+    current = _settings()
     if alias in current:
         msg = (
             f"The alias {alias!r} of a runtime database configuration is already in "
@@ -286,6 +286,11 @@ def _register(config: DatabaseConfiguration) -> _Entry:
     entry = _Entry(config, reuse=reuse, claimed=claimed)
     _entries[alias] = entry
     return entry
+
+
+def _settings() -> Mapping[str, dict[str, Any]]:
+    """``connections.settings``: Django's dict, or a :class:`_Published` (typed as a dict)."""
+    return connections.settings
 
 
 #: A removed alias's place in :class:`_Published`'s order: never a key (a NUL in it).
@@ -414,7 +419,7 @@ def _unregister(entry: _Entry) -> None:
     _close_pool(entry)
     alias = entry.alias
     del _entries[alias]
-    published: Mapping[str, dict[str, Any]] = connections.settings
+    published = _settings()
     if type(published) is _Published:
         published.remove(alias)
     else:  # replaced by someone else since it was registered: copy-on-write
