@@ -94,3 +94,21 @@ def test_an_iteration_begun_before_a_compaction_ends_on_the_old_order():
     for number in range(1, 30):
         published.remove(f"a{number}")  # compacts on the way
     assert list(reading) == [f"a{number}" for number in range(30, 40)]
+
+
+def test_code_that_assigns_into_the_settings_still_can(runtime):
+    """Assigning and deleting an alias work as on Django's dict, beside runtime aliases.
+
+    django-dynamic-db-router and test helpers add databases so.
+    """
+    with in_database(runtime) as route:
+        connections.databases["added_by_hand"] = dict(connections.settings["default"])
+        assert "added_by_hand" in connections.settings
+        assert list(connections.settings)[-1] == "added_by_hand"
+        connections.databases["added_by_hand"] = connections.settings["other"]
+        assert connections.settings["added_by_hand"] is connections.settings["other"]
+        del connections.databases["added_by_hand"]
+        assert "added_by_hand" not in connections.settings
+        assert route.alias in connections.settings
+        with pytest.raises(KeyError):
+            del connections.databases["added_by_hand"]

@@ -40,7 +40,7 @@ import re
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import ItemsView, Mapping, ValuesView
+from collections.abc import ItemsView, Mapping, MutableMapping, ValuesView
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
@@ -298,7 +298,7 @@ _HOLE: Final = "\x00removed"
 
 
 @final
-class _Published(Mapping[str, dict[str, Any]]):
+class _Published(MutableMapping[str, dict[str, Any]]):
     """``connections.settings`` while runtime aliases are registered.
 
     Other threads look aliases up and iterate them (``close_old_connections`` and
@@ -307,8 +307,9 @@ class _Published(Mapping[str, dict[str, Any]]):
     a new dict per change costs time in the number of aliases. Here lookups go to a
     dict and iteration to a list of the aliases in order: a list may grow under an
     iterator, and a removed alias leaves a hole there, skipped; when holes are half
-    of it, a new list replaces it (iterators keep the old one). Changed under the
-    module's lock only.
+    of it, a new list replaces it (iterators keep the old one). dynroute changes it
+    under the module's lock; code that assigns into ``connections.databases`` (as
+    django-dynamic-db-router and some test helpers do) changes it as it would the dict.
     """
 
     __slots__ = ("_entries", "_holes", "_order", "_places")
@@ -351,6 +352,15 @@ class _Published(Mapping[str, dict[str, Any]]):
 
     def __repr__(self) -> str:
         return f"<dynroute's connections.settings: {', '.join(map(repr, self))}>"
+
+    def __setitem__(self, alias: str, settings: dict[str, Any]) -> None:
+        if alias in self._entries:
+            self._entries[alias] = settings
+        else:
+            self.add(alias, settings)
+
+    def __delitem__(self, alias: str) -> None:
+        self.remove(alias)
 
     def add(self, alias: str, settings: dict[str, Any]) -> None:
         self._entries[alias] = settings
