@@ -225,17 +225,7 @@ class PrimaryReplicaMiddleware:
         return None if self.resolver is None else self.resolver(request)
 
     def _call_sync_resolver(self, request: HttpRequest) -> object:
-        given = self._call_resolver(request)
-        if inspect.isawaitable(given):
-            close = getattr(given, "close", None)
-            if callable(close):
-                close()  # no "never awaited" warning on top of the error
-            msg = (
-                f"The resolver of settings.{_SETTING} is a coroutine function, which needs "
-                "an async middleware chain (ASGI): make it a plain function under WSGI."
-            )
-            raise UsageError(msg)
-        return given
+        return _sync_answer(self._call_resolver(request), _SETTING)
 
     def _reads_primary(self, given: object, request: HttpRequest) -> bool:
         """Return whether the request's reads go to the primary (else to the replica)."""
@@ -291,6 +281,24 @@ class PrimaryReplicaMiddleware:
         else:
             block = in_database(policy=entry)
         _stream_in(response, block)
+
+
+def _sync_answer(given: object, setting: str) -> object:
+    """A resolver's answer under WSGI, where it cannot be awaited.
+
+    Raises:
+        UsageError: The resolver is a coroutine function.
+    """
+    if inspect.isawaitable(given):
+        close = getattr(given, "close", None)
+        if callable(close):
+            close()  # no "never awaited" warning on top of the error
+        msg = (
+            f"The resolver of settings.{setting} is a coroutine function, which needs "
+            "an async middleware chain (ASGI): make it a plain function under WSGI."
+        )
+        raise UsageError(msg)
+    return given
 
 
 def _remember(key: tuple[str, str]) -> int:
@@ -405,16 +413,7 @@ class DatabaseMiddleware:
         """Handle ``request`` inside its block (under ASGI, return the coroutine that does)."""
         if self._async:
             return self.__acall__(request)
-        given = self.resolver(request)
-        if inspect.isawaitable(given):
-            close = getattr(given, "close", None)
-            if callable(close):
-                close()  # no "never awaited" warning on top of the error
-            msg = (
-                f"The resolver of settings.{_ROUTE_SETTING} is a coroutine function, which "
-                "needs an async middleware chain (ASGI): make it a plain function under WSGI."
-            )
-            raise UsageError(msg)
+        given = _sync_answer(self.resolver(request), _ROUTE_SETTING)
         scope = self._scope(given, request)
         if scope is None:
             return self.get_response(request)
