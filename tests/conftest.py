@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import os
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -100,7 +100,7 @@ def _no_route_lock_before() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _no_route_leaks() -> Iterator[None]:
     """Prove that no test leaves a route, write prevention or an alias behind it."""
-    from dynroute import _locks, _replicas  # noqa: PLC0415 - needs Django set up
+    from dynroute import _locks, _replicas, _signals  # noqa: PLC0415 - needs Django set up
     from dynroute._transactions import _ENTRIES  # noqa: PLC0415
     from dynroute._writes import get_scope  # noqa: PLC0415
 
@@ -113,6 +113,8 @@ def _no_route_leaks() -> Iterator[None]:
     assert _ENTRIES.get() is None, "the test left a dynroute.atomic() block active"
     assert _replicas._PINS.get() is None, "the test left replica pinning active"
     assert _locks._LOCK.get() is None, "the test left a route lock active"
+    assert _signals.get_timing() is None, "the test left a block's timing behind"
+    assert not _signals.listening, "the test left a receiver connected to a dynroute signal"
     assert _replicas._FORCED.get() == 0, "the test left use_primary() active"
     assert not _replicas.down_replicas(), "the test left a replica marked down"
     assert set(connections.settings) == aliases, "the test left a database alias registered"
@@ -154,3 +156,52 @@ def runtime(runtime_database, dynroute_runtime_databases):
 
     yield dict(runtime_database)
     clear(runtime_database)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """Replace the clock replica health reads; ``clock[0] += s`` moves it on."""
+    from dynroute import _replicas  # noqa: PLC0415 - needs Django set up
+
+    now = [1000.0]
+    monkeypatch.setattr(_replicas.time, "monotonic", lambda: now[0])
+    yield now
+    _replicas.mark_up()
+
+
+@pytest.fixture
+def broken(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Make a replica's connection fail to open, until ``repair(alias)`` is called.
+
+    Returns ``(break_, repair, attempts)``: ``attempts[alias]`` counts the connection
+    attempts made to it since it was broken. The failure's message holds a password
+    ("s3cret-password"), as some drivers' do.
+    """
+    from django.db import OperationalError  # noqa: PLC0415 - needs Django set up
+
+    from dynroute import _replicas  # noqa: PLC0415
+
+    originals: dict[str, dict[str, Any]] = {}
+    attempts: dict[str, int] = {}
+
+    def break_(alias: str) -> None:
+        wrapper = connections[alias]
+        wrapper.close()
+        originals[alias] = dict(wrapper.settings_dict)
+        attempts[alias] = 0
+        real = type(wrapper).get_new_connection
+
+        def failing(self: Any, params: Any) -> Any:
+            attempts[alias] += 1
+            if alias in originals:
+                msg = f"could not connect to {alias} (password=s3cret-password)"
+                raise OperationalError(msg)
+            return real(self, params)
+
+        monkeypatch.setattr(wrapper, "get_new_connection", failing.__get__(wrapper))
+
+    def repair(alias: str) -> None:
+        originals.pop(alias)
+
+    yield break_, repair, attempts
+    _replicas.mark_up()

@@ -28,6 +28,7 @@ from django.test import AsyncClient, Client, override_settings
 from dynroute import PrimaryReplica, in_database, middleware
 from dynroute.exceptions import ConfigurationError, UsageError
 from dynroute.middleware import PrimaryReplicaMiddleware
+from dynroute.signals import reads_pinned
 from tests import replica_views
 from tests.testapp.models import Item
 
@@ -316,6 +317,26 @@ def test_after_a_post_the_clients_get_reads_the_primary(browser):
     response = browser.get("names")
     assert source(response) in REPLICAS
     assert "saved" not in seen(response)
+
+
+def test_pins_are_reported_by_signal(browser):
+    """reads_pinned: "write" for the POST that wrote, "cookie" for the GET that follows."""
+    pins = []
+
+    def receiver(sender, primary, reason, **kwargs):
+        assert sender is PrimaryReplica
+        pins.append((primary, reason))
+
+    reads_pinned.connect(receiver)
+    try:
+        browser.post("create", data={"name": "saved"})
+        assert pins == [("default", "write")]
+        assert source(browser.get("names")) == "default"
+        browser.client.cookies.clear()
+        browser.get("names")
+    finally:
+        reads_pinned.disconnect(receiver)
+    assert pins == [("default", "write"), ("default", "cookie")]
 
 
 def test_the_pin_is_per_client(browser, new_browser):

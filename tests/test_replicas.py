@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -27,9 +27,6 @@ from dynroute import PrimaryReplica, _replicas, in_database, use_primary
 from dynroute.checks import check_replica_mirrors
 from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
 from tests.testapp.models import Author, Book, Item
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 REPLICAS = ("replica1", "replica2")
 DATABASES = ["default", "other", "replica1", "replica2"]
@@ -50,50 +47,6 @@ def read_alias() -> str:
 def visible(name: str) -> bool:
     """Whether a read here finds the Item called ``name``."""
     return Item.objects.filter(name=name).exists()
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
-    """Replace the clock replica health reads; ``clock[0] += s`` moves it on."""
-    now = [1000.0]
-    monkeypatch.setattr(_replicas.time, "monotonic", lambda: now[0])
-    yield now
-    _replicas.mark_up()
-
-
-@pytest.fixture
-def broken(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Make a replica's connection fail to open, until ``repair(alias)`` is called.
-
-    Returns ``(break_, repair, attempts)``: ``attempts[alias]`` counts the connection
-    attempts made to it since it was broken.
-    """
-    originals: dict[str, dict[str, Any]] = {}
-    attempts: dict[str, int] = {}
-
-    def break_(alias: str) -> None:
-        wrapper = connections[alias]
-        wrapper.close()
-        originals[alias] = dict(wrapper.settings_dict)
-        attempts[alias] = 0
-        real = type(wrapper).get_new_connection
-
-        def failing(self: Any, params: Any) -> Any:
-            attempts[alias] += 1
-            if alias in originals:
-                from django.db import OperationalError  # noqa: PLC0415
-
-                msg = f"could not connect to {alias} (password=s3cret-password)"
-                raise OperationalError(msg)
-            return real(self, params)
-
-        monkeypatch.setattr(wrapper, "get_new_connection", failing.__get__(wrapper))
-
-    def repair(alias: str) -> None:
-        originals.pop(alias)
-
-    yield break_, repair, attempts
-    _replicas.mark_up()
 
 
 # Routing

@@ -28,7 +28,7 @@ from typing import (
 from django.core.signals import setting_changed
 from django.db import connections
 
-from dynroute import _locks, _replicas, _runtime
+from dynroute import _locks, _replicas, _runtime, _signals
 from dynroute._decorating import Decorator
 from dynroute._policies import (
     ReadOnly,
@@ -204,6 +204,10 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         push(self, self._read, self._write, ask)
         if self._primary_replica is not None:
             _replicas.entered()
+        if _signals.listening:
+            # Its exits report too from now on (the flag stays: one more test per exit).
+            self._leaving = True
+            _signals.entered(self)
         return self._route
 
     def _entry_policy(self) -> RoutingPolicy | None:
@@ -232,9 +236,10 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
             alias = self._route.alias
             if alias is not None and alias not in connections.settings:
                 _unknown_alias(alias)
-            if not self._prevent and not _locks.used:
+            if not self._prevent and not _locks.used and not _signals.listening:
                 # Shared by threads: every thread that gets here writes the same. Once a
-                # route lock was set in the process, every entry checks it here.
+                # route lock was set in the process, every entry checks it here; while
+                # a signal has a receiver, every entry is reported from here.
                 self._setup = False
                 _CHECKED.add(self)
         if self._prevent:
@@ -259,7 +264,9 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
             self._leave()
 
     def _leave(self) -> None:
-        """End the write prevention this block started; release its configuration."""
+        """Report the exit, end the block's write prevention, release its configuration."""
+        if _signals.get_timing() is not None:
+            _signals.exited(self)
         try:
             if self._primary_replica is not None:
                 _replicas.leave()
@@ -323,6 +330,8 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         push(self, self._read, self._write, ask)
         if self._primary_replica is not None:
             _replicas.entered()
+        if _signals.listening:
+            _signals.entered(self)
         return self._route
 
     async def __aexit__(
@@ -333,6 +342,8 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
     ) -> None:
         """Restore the enclosing route; close what the async ORM opened."""
         self._release(pop(self))
+        if _signals.get_timing() is not None:
+            _signals.exited(self)
         try:
             if self._primary_replica is not None:
                 _replicas.leave()

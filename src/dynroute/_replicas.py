@@ -48,6 +48,7 @@ from typing import (
 from django.core.exceptions import SynchronousOnlyOperation
 from django.db import OperationalError, connections
 
+from dynroute import _signals
 from dynroute._decorating import SyncScope
 from dynroute._sql import may_write, statement_text
 from dynroute._state import get_frame
@@ -440,6 +441,8 @@ def note_statement(sql: object, connection: BaseDatabaseWrapper, written: frozen
     text = statement_text(sql, connection)
     if text is None or may_write(text, connection.vendor):
         _PINS.set(written | {alias})
+        if _signals.listening:
+            _signals.reads_pinned.send_robust(sender=PrimaryReplica, primary=alias, reason="write")
 
 
 def read_primaries() -> bool:
@@ -558,6 +561,8 @@ def _connects(alias: str, down_seconds: float) -> bool:
         with _DOWN_LOCK:
             _DOWN.pop(alias, None)
         logger.warning("dynroute: replica %r is back up: reads go to it again", alias)
+        if _signals.listening:
+            _signals.replica_restored.send_robust(sender=PrimaryReplica, alias=alias)
     return True
 
 
@@ -572,6 +577,10 @@ def _mark_down(alias: str, down_seconds: float, error: OperationalError) -> None
         "skipping it" if first else "still down, skipping it again",
         down_seconds,
     )
+    if _signals.listening:
+        _signals.replica_marked_down.send_robust(
+            sender=PrimaryReplica, alias=alias, seconds=down_seconds, error=type(error).__name__
+        )
 
 
 def mark_up(alias: str | None = None) -> None:

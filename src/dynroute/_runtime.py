@@ -52,6 +52,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.db.utils import load_backend
 
+from dynroute import _signals
 from dynroute._settings import copy_structure
 from dynroute._targets import DatabaseConfiguration, claim_alias, release_alias
 from dynroute.exceptions import ConfigurationError, DatabaseConnectionError, DynrouteError
@@ -119,6 +120,10 @@ _idle_weight = 0
 _loaded_engines: set[str] = set()
 _listeners: list[Callable[[str, bool], None]] = []
 _max_idle: int | None = None
+#: (alias, reason) of configurations closed under the lock, for
+#: :data:`~dynroute.signals.configuration_closed` once it is released (a receiver may
+#: enter blocks, in any thread). Filled only while a signal has a receiver.
+_closed: list[tuple[str, _signals.CloseReason]] = []
 # The settings dict Django had before the first runtime alias; restored when the last
 # one goes, so connections.settings is settings.DATABASES again when nothing runs.
 _base_settings: dict[str, dict[str, Any]] | None = None
@@ -139,6 +144,7 @@ def enter(config: DatabaseConfiguration) -> None:
     ident = threading.get_ident()
     with _lock:
         entry = _entries.get(config.alias)
+        registered = entry is None
         if entry is None:
             entry = _register(config)
         entry.active += 1
@@ -149,6 +155,8 @@ def enter(config: DatabaseConfiguration) -> None:
             # waits, so it cannot connect before listeners (a test case's guard)
             # know of the alias, nor hear of it out of order with an exit.
             _notify(config.alias, active=True)
+    if registered and _signals.listening:
+        _send_registered(entry)
     try:
         _connect_here(entry)
     except BaseException:
@@ -183,12 +191,14 @@ def _leave(config: DatabaseConfiguration, *, failed: bool) -> None:
             if keep:
                 _make_idle(entry)
             else:
-                _unregister(entry)
+                _unregister(entry, "last block")
             _notify(config.alias, active=False)
             if keep:
                 # Last: a setting changed to a bad value mid-block raises here, with
                 # the bookkeeping done.
                 _enforce_idle_bound()
+    if _closed:
+        _send_closed()
 
 
 async def aenter(config: DatabaseConfiguration) -> None:
@@ -214,7 +224,10 @@ def close_idle_connections() -> int:
         The number of connections closed.
     """
     with _lock:
-        return sum(_evict(entry) for entry in list(_idle.values()))
+        count = sum(_evict(entry, "idle close") for entry in list(_idle.values()))
+    if _closed:
+        _send_closed()
+    return count
 
 
 def active_aliases() -> frozenset[str]:
@@ -418,8 +431,10 @@ def _not_idle(entry: _Entry) -> None:
         _idle_weight -= entry.idle_weight
 
 
-def _unregister(entry: _Entry) -> None:
+def _unregister(entry: _Entry, reason: _signals.CloseReason) -> None:
     """Close everything left under ``entry``'s alias and withdraw it; lock held."""
+    if _signals.listening:
+        _closed.append((entry.alias, reason))
     _not_idle(entry)
     if entry.claimed and not entry.opened:
         # Nothing ever connected under the name: no thread can hold a wrapper for
@@ -444,11 +459,35 @@ def _unregister(entry: _Entry) -> None:
         connections.settings = _base_settings
 
 
-def _evict(entry: _Entry) -> int:
+def _evict(entry: _Entry, reason: _signals.CloseReason) -> int:
     """Close and unregister an idle entry; return how many connections it had."""
     count = len(entry.open_connections())
-    _unregister(entry)
+    _unregister(entry, reason)
     return count
+
+
+def _send_registered(entry: _Entry) -> None:
+    """Send :data:`~dynroute.signals.configuration_registered` (never a secret setting)."""
+    settings = entry.config.settings
+    _signals.configuration_registered.send_robust(
+        sender=DatabaseConfiguration,
+        alias=entry.alias,
+        engine=settings["ENGINE"],
+        name=settings["NAME"],
+        host=settings["HOST"],
+        reuse=entry.reuse,
+    )
+
+
+def _send_closed() -> None:
+    """Send :data:`~dynroute.signals.configuration_closed` for what was closed, lock released."""
+    with _lock:
+        events = _closed[:]
+        _closed.clear()
+    for alias, reason in events:
+        _signals.configuration_closed.send_robust(
+            sender=DatabaseConfiguration, alias=alias, reason=reason
+        )
 
 
 def _max_idle_connections() -> int:
@@ -493,7 +532,7 @@ def _enforce_idle_bound() -> None:
     bound = _max_idle_connections()
     while _idle_weight > bound:
         entry = next(iter(_idle.values()))
-        _evict(entry)
+        _evict(entry, "eviction")
         logger.debug("closed idle runtime database %r (bound %d)", entry.alias, bound)
 
 

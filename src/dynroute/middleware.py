@@ -31,6 +31,7 @@ from django.core import signing
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
+from dynroute import _signals
 from dynroute._block import InDatabase, in_database
 from dynroute._decorating import iscoroutinefunction, markcoroutinefunction
 from dynroute._locks import lock, release
@@ -241,6 +242,10 @@ class PrimaryReplicaMiddleware:
             )
             raise UsageError(msg)
         # A replica request, unless the client wrote within pin_seconds.
+        return self._pinned_by_cookie(request)
+
+    def _pinned_by_cookie(self, request: HttpRequest) -> bool:
+        """Return whether the request carries a valid pin cookie (its client wrote lately)."""
         if not self.pin_seconds:
             return False
         value = request.COOKIES.get(self.cookie_name)
@@ -257,7 +262,13 @@ class PrimaryReplicaMiddleware:
             ):
                 return False  # forged, expired, or not ours
             signed_at = _remember(key)
-        return time.time() - signed_at <= self.pin_seconds
+        if time.time() - signed_at > self.pin_seconds:
+            return False
+        if _signals.listening:
+            _signals.reads_pinned.send_robust(
+                sender=PrimaryReplica, primary=self.policy.primary, reason="cookie"
+            )
+        return True
 
     def _pin(
         self, request: HttpRequest, response: HttpResponseBase, *, primary: bool, wrote: bool

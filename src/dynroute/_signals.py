@@ -1,0 +1,183 @@
+"""The signals dynroute sends (public in :mod:`dynroute.signals`), and what sends them.
+
+Nothing here runs on a block's entry or exit until a receiver is connected to one of
+dynroute's signals (:data:`listening`): connecting the first one makes every block
+take its checked entry once more (as a route lock does), where it starts sending.
+Receivers are called synchronously, in the thread or task the event happens in, by
+``send_robust``: a receiver that raises is logged by Django (logger
+``django.dispatch``) and changes nothing for the block, whose route is in force or
+restored either way.
+
+A block's entries are timed in a ContextVar holding a linked list of
+``(block, start, depth, enclosing)``, pushed on entry only while something listens
+and popped on exit whenever one is there: an entry timed before the last receiver
+went is still closed properly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from django.dispatch import Signal
+
+from dynroute._state import get_frame
+from dynroute.exceptions import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Hashable
+
+__all__ = [
+    "CloseReason",
+    "DynrouteSignal",
+    "block_entered",
+    "block_exited",
+    "configuration_closed",
+    "configuration_registered",
+    "entered",
+    "exited",
+    "get_timing",
+    "listening",
+    "reads_pinned",
+    "replica_marked_down",
+    "replica_restored",
+]
+
+#: Why a runtime configuration was closed and unregistered.
+CloseReason: TypeAlias = Literal["last block", "eviction", "idle close"]
+
+#: Whether one of dynroute's signals has a receiver (blocks time and report their
+#: entries from then on). Read by blocks; set by connecting and disconnecting.
+listening = False
+
+
+class DynrouteSignal(Signal):
+    """A Django signal that tells dynroute when it gains or loses its receivers."""
+
+    def connect(
+        self,
+        receiver: Callable[..., Any],
+        sender: object | None = None,
+        weak: bool = True,  # noqa: FBT001, FBT002 - Django's signature
+        dispatch_uid: Hashable | None = None,
+    ) -> None:
+        """Connect ``receiver``, as Django's ``Signal.connect``; a plain function only.
+
+        Raises:
+            UsageError: ``receiver`` is a coroutine function. dynroute sends from
+                inside the ORM's calls, synchronously, in sync and async code alike.
+        """
+        if inspect.iscoroutinefunction(receiver):
+            msg = (
+                f"dynroute's signals call their receivers synchronously, where the event "
+                f"happens (inside a query's call path, in sync and async code): connect a "
+                f"plain function, not the coroutine function {receiver!r}."
+            )
+            raise UsageError(msg)
+        super().connect(receiver, sender, weak, dispatch_uid)
+        _update()
+
+    def disconnect(
+        self,
+        receiver: Callable[..., Any] | None = None,
+        sender: object | None = None,
+        dispatch_uid: Hashable | None = None,
+    ) -> bool:
+        """Disconnect ``receiver``, as Django's ``Signal.disconnect``."""
+        done = super().disconnect(receiver, sender, dispatch_uid)
+        _update()
+        return done
+
+
+#: Sent when a block is entered, after its route is in force: ``block`` (the
+#: :class:`~dynroute.InDatabase`), ``route`` (its :class:`~dynroute.Route`),
+#: ``depth`` (1 for the outermost block here). Sender: the block's class.
+block_entered = DynrouteSignal()
+#: Sent when a block is left, after the enclosing route is restored: ``block``,
+#: ``route``, ``depth`` and ``duration`` (seconds since its entry, a float).
+block_exited = DynrouteSignal()
+#: Sent when a runtime configuration is registered: ``alias``, ``engine``, ``name``
+#: and ``host`` (its ``ENGINE``, ``NAME`` and ``HOST`` settings: never ``PASSWORD`` or
+#: ``OPTIONS``) and ``reuse`` (whether its connections are kept for the next block).
+#: Sender: :class:`~dynroute.DatabaseConfiguration`.
+configuration_registered = DynrouteSignal()
+#: Sent when a runtime configuration is closed and unregistered: ``alias`` and
+#: ``reason``, one of ``"last block"`` (its last block left, in teardown mode or after a
+#: failed connection), ``"eviction"`` (over ``DYNROUTE_MAX_IDLE_CONNECTIONS``) or
+#: ``"idle close"`` (:func:`~dynroute.close_idle_connections`).
+configuration_closed = DynrouteSignal()
+#: Sent when a replica fails to connect and is skipped: ``alias``, ``seconds`` (how
+#: long it is skipped), ``error`` (the exception's class name, not its message).
+#: Sender: :class:`~dynroute.PrimaryReplica`.
+replica_marked_down = DynrouteSignal()
+#: Sent when a replica marked down connects again: ``alias``.
+replica_restored = DynrouteSignal()
+#: Sent when reads go to a primary because of a write: ``primary`` and ``reason``:
+#: ``"write"`` (this block wrote to it), or ``"cookie"`` (the client wrote within the
+#: middleware's ``pin_seconds``).
+reads_pinned = DynrouteSignal()
+
+_ALL = (
+    block_entered,
+    block_exited,
+    configuration_registered,
+    configuration_closed,
+    replica_marked_down,
+    replica_restored,
+    reads_pinned,
+)
+
+
+def _update() -> None:
+    """Recompute :data:`listening`; on the first receiver, make blocks check again."""
+    global listening  # noqa: PLW0603 - read by blocks, set here only
+    before = listening
+    # Set before the blocks are re-armed: one entering meanwhile must not skip again.
+    listening = any(signal.receivers for signal in _ALL)
+    if listening is not before:
+        # Blocks take their checked entry once more: to start reporting, or to go
+        # back to skipping it.
+        from dynroute._block import rearm_blocks  # noqa: PLC0415 - _block imports this module
+
+        rearm_blocks()
+
+
+#: ``(block, start, depth, enclosing)``: the entries timed in this thread or task.
+_Timing: TypeAlias = "tuple[object, float, int, _Timing | None]"
+_TIMING: ContextVar[_Timing | None] = ContextVar("dynroute_timing", default=None)
+#: The clock of durations (a module global, so that tests can replace it).
+_clock = time.perf_counter
+
+#: The timed entries here (``None``: none; a block's exit then has nothing to send).
+get_timing = _TIMING.get
+
+
+def entered(block: Any) -> None:  # noqa: ANN401 - an InDatabase (this module is below _block)
+    """Time ``block``'s entry, whose frame was just pushed, and send :data:`block_entered`."""
+    depth = 0
+    frame = get_frame()
+    while frame is not None:
+        depth += 1
+        frame = frame[4]
+    _TIMING.set((block, _clock(), depth, _TIMING.get()))
+    block_entered.send_robust(sender=type(block), block=block, route=block.route, depth=depth)
+
+
+def exited(block: Any) -> None:  # noqa: ANN401 - an InDatabase
+    """Send :data:`block_exited` for ``block``'s innermost timed entry, if it was timed.
+
+    Entries timed above it are of blocks dropped with it (see ``InDatabase._release``):
+    forgotten.
+    """
+    timing = _TIMING.get()
+    while timing is not None and timing[0] is not block:
+        timing = timing[3]
+    if timing is None:
+        return  # entered before anything listened
+    _TIMING.set(timing[3])
+    duration = _clock() - timing[1]
+    block_exited.send_robust(
+        sender=type(block), block=block, route=block.route, depth=timing[2], duration=duration
+    )

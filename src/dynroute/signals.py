@@ -1,0 +1,44 @@
+"""Django signals dynroute sends: connect receivers to log, measure or trace routing.
+
+::
+
+    from django.dispatch import receiver
+    from dynroute.signals import block_exited
+
+    @receiver(block_exited)
+    def time_blocks(sender, route, duration, **kwargs):
+        metrics.timing("db.block", duration, tags={"alias": route.alias})
+
+Each signal's arguments are listed below. Receivers are plain functions, called
+synchronously where the event happens (in sync and async code alike) with
+``send_robust``: a receiver that raises is logged by Django and changes nothing for the
+block. No argument holds a password: configurations are described by alias, engine,
+name and host, and every ``repr`` dynroute makes leaves secrets out. With no receiver
+connected, blocks send nothing and pay nothing.
+"""
+
+from __future__ import annotations
+
+from dynroute._signals import (
+    CloseReason,
+    DynrouteSignal,
+    block_entered,
+    block_exited,
+    configuration_closed,
+    configuration_registered,
+    reads_pinned,
+    replica_marked_down,
+    replica_restored,
+)
+
+__all__ = [
+    "CloseReason",
+    "DynrouteSignal",
+    "block_entered",
+    "block_exited",
+    "configuration_closed",
+    "configuration_registered",
+    "reads_pinned",
+    "replica_marked_down",
+    "replica_restored",
+]
