@@ -13,10 +13,13 @@ from django.utils.connection import ConnectionDoesNotExist
 import dynamic_db_router
 import dynroute
 import dynroute.exceptions
+import dynroute.signals
 import dynroute.typing
 
 
-@pytest.mark.parametrize("module", [dynroute, dynroute.exceptions, dynroute.typing])
+@pytest.mark.parametrize(
+    "module", [dynroute, dynroute.exceptions, dynroute.signals, dynroute.typing]
+)
 def test_all_is_sorted_and_complete(module):
     """__all__ is sorted and lists exactly the public names dynroute defines."""
     public = {
@@ -24,7 +27,7 @@ def test_all_is_sorted_and_complete(module):
         for name, value in vars(module).items()
         if not name.startswith("_")
         and not isinstance(value, (types.ModuleType, type(annotations)))
-        and getattr(value, "__module__", "dynroute").startswith(("dynroute", "types"))
+        and getattr(value, "__module__", "dynroute").startswith(("dynroute", "types", "typing"))
     }
     assert module.__all__ == sorted(module.__all__)
     assert set(module.__all__) == public

@@ -20,7 +20,6 @@ connected, blocks send nothing and pay nothing.
 from __future__ import annotations
 
 from dynroute._signals import (
-    CloseReason,
     DynrouteSignal,
     block_entered,
     block_exited,
@@ -32,7 +31,6 @@ from dynroute._signals import (
 )
 
 __all__ = [
-    "CloseReason",
     "DynrouteSignal",
     "block_entered",
     "block_exited",

@@ -5,12 +5,21 @@
 - :class:`DatabaseSettings`: one entry of ``settings.DATABASES``, as a ``TypedDict``.
 - :data:`TargetLike`: everything ``in_database`` accepts as a target.
 - :data:`DatabaseTarget`: the normalised target, an alias or a configuration.
+- :data:`CloseReason`: the ``reason`` of :data:`~dynroute.signals.configuration_closed`.
 """
 
 from __future__ import annotations
 
 from dynroute._policies import RoutingHints, RoutingPolicy
 from dynroute._settings import DatabaseSettings
+from dynroute._signals import CloseReason
 from dynroute._targets import DatabaseTarget, TargetLike
 
-__all__ = ["DatabaseSettings", "DatabaseTarget", "RoutingHints", "RoutingPolicy", "TargetLike"]
+__all__ = [
+    "CloseReason",
+    "DatabaseSettings",
+    "DatabaseTarget",
+    "RoutingHints",
+    "RoutingPolicy",
+    "TargetLike",
+]

@@ -24,7 +24,8 @@ from dynroute import (
     WriteOnly,
     in_database,
 )
-from dynroute.typing import DatabaseSettings
+from dynroute.signals import block_exited, configuration_closed
+from dynroute.typing import CloseReason, DatabaseSettings
 
 if TYPE_CHECKING:
     from django.conf.global_settings import Router
@@ -203,3 +204,22 @@ async def _aunlocked_view(x: int) -> str:
 assert_type(_unlocked_view(1), str)
 _unlocked_later = assert_type(_aunlocked_view(1), Coroutine[Any, Any, str])
 _unlocked_later.close()
+
+# Signals: Django signals, connected as usual; the closing reason is a Literal.
+
+
+_timings: list[tuple[str | None, float]] = []
+
+
+def _on_exit(sender: object, route: Route, duration: float, **kwargs: object) -> None:
+    _timings.append((route.alias, duration))
+
+
+def _on_close(sender: object, alias: str, reason: CloseReason, **kwargs: object) -> None:
+    if reason == "eviction":
+        _timings.append((alias, 0.0))
+
+
+block_exited.connect(_on_exit)
+configuration_closed.connect(_on_close, dispatch_uid="closing")
+assert_type(configuration_closed.disconnect(dispatch_uid="closing"), bool)

@@ -13,6 +13,7 @@ from typing import Any
 from django.db.models import Model
 
 import dynroute
+import dynroute.typing
 from dynroute import DatabaseAlias, ReadOnly, in_database
 
 
@@ -105,3 +106,6 @@ dynroute.PrimaryReplica("default", (1,))  # type: ignore[arg-type]  # misuse: an
 dynroute.PrimaryReplica("default", ("r",), pin_after_write="yes")  # type: ignore[arg-type]  # misuse: a str flag
 dynroute.use_primary("default")  # type: ignore[call-overload]  # misuse: use_primary takes no alias
 dynroute.unlocked("default")  # type: ignore[call-overload]  # misuse: unlocked takes no alias
+
+# Signals: the closing reason is one of three strings.
+_reason: dynroute.typing.CloseReason = "closed"  # type: ignore[assignment]  # misuse: not a reason
