@@ -45,8 +45,8 @@ __all__ = [
     "replica_restored",
 ]
 
-#: Why a runtime configuration was closed and unregistered.
 CloseReason: TypeAlias = Literal["last block", "eviction", "idle close"]
+"""Why a runtime configuration was closed: the ``reason`` of :data:`configuration_closed`."""
 
 #: Whether one of dynroute's signals has a receiver (blocks time and report their
 #: entries from then on). Read by blocks; set by connecting and disconnecting.
@@ -91,33 +91,33 @@ class DynrouteSignal(Signal):
         return done
 
 
-#: Sent when a block is entered, after its route is in force: ``block`` (the
-#: :class:`~dynroute.InDatabase`), ``route`` (its :class:`~dynroute.Route`),
-#: ``depth`` (1 for the outermost block here). Sender: the block's class.
 block_entered = DynrouteSignal()
-#: Sent when a block is left, after the enclosing route is restored: ``block``,
-#: ``route``, ``depth`` and ``duration`` (seconds since its entry, a float).
+"""Sent when a block is entered, after its route is in force: ``block`` (the
+:class:`~dynroute.InDatabase`), ``route`` (its :class:`~dynroute.Route`),
+``depth`` (1 for the outermost block here). Sender: the block's class."""
 block_exited = DynrouteSignal()
-#: Sent when a runtime configuration is registered: ``alias``, ``engine``, ``name``
-#: and ``host`` (its ``ENGINE``, ``NAME`` and ``HOST`` settings: never ``PASSWORD`` or
-#: ``OPTIONS``) and ``reuse`` (whether its connections are kept for the next block).
-#: Sender: :class:`~dynroute.DatabaseConfiguration`.
+"""Sent when a block is left, after the enclosing route is restored: ``block``,
+``route``, ``depth`` and ``duration`` (seconds since its entry, a float)."""
 configuration_registered = DynrouteSignal()
-#: Sent when a runtime configuration is closed and unregistered: ``alias`` and
-#: ``reason``, one of ``"last block"`` (its last block left, in teardown mode or after a
-#: failed connection), ``"eviction"`` (over ``DYNROUTE_MAX_IDLE_CONNECTIONS``) or
-#: ``"idle close"`` (:func:`~dynroute.close_idle_connections`).
+"""Sent when a runtime configuration is registered: ``alias``, ``engine``, ``name``
+and ``host`` (its ``ENGINE``, ``NAME`` and ``HOST`` settings: never ``PASSWORD`` or
+``OPTIONS``) and ``reuse`` (whether its connections are kept for the next block).
+Sender: :class:`~dynroute.DatabaseConfiguration`."""
 configuration_closed = DynrouteSignal()
-#: Sent when a replica fails to connect and is skipped: ``alias``, ``seconds`` (how
-#: long it is skipped), ``error`` (the exception's class name, not its message).
-#: Sender: :class:`~dynroute.PrimaryReplica`.
+"""Sent when a runtime configuration is closed and unregistered: ``alias`` and
+``reason``, one of ``"last block"`` (its last block left, in teardown mode or after a
+failed connection), ``"eviction"`` (over ``DYNROUTE_MAX_IDLE_CONNECTIONS``) or
+``"idle close"`` (:func:`~dynroute.close_idle_connections`)."""
 replica_marked_down = DynrouteSignal()
-#: Sent when a replica marked down connects again: ``alias``.
+"""Sent when a replica fails to connect and is skipped: ``alias``, ``seconds`` (how
+long it is skipped), ``error`` (the exception's class name, not its message).
+Sender: :class:`~dynroute.PrimaryReplica`."""
 replica_restored = DynrouteSignal()
-#: Sent when reads go to a primary because of a write: ``primary`` and ``reason``:
-#: ``"write"`` (this block wrote to it), or ``"cookie"`` (the client wrote within the
-#: middleware's ``pin_seconds``).
+"""Sent when a replica marked down connects again: ``alias``."""
 reads_pinned = DynrouteSignal()
+"""Sent when reads go to a primary because of a write: ``primary`` and ``reason``:
+``"write"`` (this block wrote to it), or ``"cookie"`` (the client wrote within the
+middleware's ``pin_seconds``)."""
 
 _ALL = (
     block_entered,
