@@ -4,6 +4,11 @@
   MariaDB (server suites skip with a reason when no server answers, and fail on CI).
 - ``typing``: mypy and pyright, strict, on ``src/`` and ``tests/typing/``.
 - ``lint``: ruff.
+- ``browser``: the django-debug-toolbar routing panel, its page opened in headless
+  Chromium (Debian's ``chromium`` and ``chromium-driver``; a screenshot lands in
+  ``test-output/``).
+- ``docs``: the documentation site, built with ``--strict`` (its examples run as tests
+  in ``tests``).
 - ``reliability``: the state machine, stress, fault and hostile-input suites at full
   size on PostgreSQL; prints the figures the README quotes.
 - ``mutation``: mutation testing of src/dynroute/ (mutmut), every mutant; prints the
@@ -23,7 +28,16 @@ import nox
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "venv"
 nox.options.reuse_venv = "yes"
-nox.options.sessions = ["lint", "typing", "tests", "reliability", "mutation_sample", "bench"]
+nox.options.sessions = [
+    "lint",
+    "typing",
+    "docs",
+    "tests",
+    "browser",
+    "reliability",
+    "mutation_sample",
+    "bench",
+]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
@@ -143,9 +157,35 @@ def typing(session: nox.Session) -> None:
     No database driver: nothing type-checked imports one, and mysqlclient would need
     libmariadb-dev to build.
     """
-    _install_project(session, LATEST_DJANGO, "typing", extras="")
+    _install_project(session, LATEST_DJANGO, "typing", extras="[debug-toolbar]")
     session.run("mypy")
     session.run("pyright")
+
+
+@nox.session(python=LATEST_PYTHON)
+def browser(session: nox.Session) -> None:
+    """The routing panel (dynroute.contrib.debug_toolbar), also in headless Chromium.
+
+    Needs Debian's chromium and chromium-driver (.ci/run installs them). Runs with CI
+    semantics: a missing browser, driver or selenium fails instead of skipping.
+    """
+    _install_project(session, LATEST_DJANGO, "browser", extras="[debug-toolbar]")
+    session.run(
+        "pytest",
+        "tests/toolbar",
+        "--ds=tests.toolbar.settings",
+        *session.posargs,
+        env={"CI": "true", "DYNROUTE_TEST_DB": "sqlite"},
+    )
+
+
+@nox.session(python=LATEST_PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into build/docs; a broken link or reference fails."""
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    session.run(
+        "mkdocs", "build", "--strict", "--site-dir", "build/docs", env={"NO_MKDOCS_2_WARNING": "1"}
+    )
 
 
 @nox.session
