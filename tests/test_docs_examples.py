@@ -30,7 +30,7 @@ from tests.testapp import models as testapp_models
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
 _FENCE = re.compile(
-    r"^(?:<!-- not-run: (?P<reason>[^\n]+?) -->\n)?```python\n(?P<code>.*?)^```$",
+    r"^(?:<!-- (?P<kind>not-run|models): (?P<reason>[^\n]+?) -->\n)?```python\n(?P<code>.*?)^```$",
     re.MULTILINE | re.DOTALL,
 )
 _DOTTED = re.compile(r"^dynroute(\.\w+)+$")
@@ -46,6 +46,8 @@ class Example:
     line: int
     code: str
     not_run: str | None
+    #: a listing of the test app's models, compared with them field by field
+    models: bool = False
 
     def __str__(self) -> str:
         return f"{self.page.relative_to(DOCS.parent)}:{self.line}"
@@ -59,7 +61,8 @@ def examples(page: Path) -> list[Example]:
             page=page,
             line=text.count("\n", 0, match.start("code")) + 1,
             code=textwrap.dedent(match["code"]),
-            not_run=match["reason"],
+            not_run=match["reason"] if match["kind"] == "not-run" else None,
+            models=match["kind"] == "models",
         )
         for match in _FENCE.finditer(text)
     ]
@@ -87,6 +90,23 @@ def _check_dotted_paths(example: Example) -> None:
                 import_string(node.value)
             except ImportError as error:
                 pytest.fail(f"{example}: {node.value!r} does not import: {error}")
+
+
+def _check_models(example: Example) -> None:
+    """Each model of the listing is the test app's, with the same fields and options."""
+    for node in ast.parse(example.code).body:
+        assert isinstance(node, ast.ClassDef), f"{example}: only model classes here"
+        model = getattr(testapp_models, node.name)
+        declared = [item for item in node.body if isinstance(item, ast.Assign)]
+        names = [field.name for field in model._meta.get_fields() if field.concrete]
+        assert sorted(names) == sorted(["id", *(item.targets[0].id for item in declared)])
+        for item in declared:
+            field = model._meta.get_field(item.targets[0].id)
+            assert type(field).__name__ == item.value.func.attr, f"{example}: {field}"
+            for keyword in item.value.keywords:
+                if keyword.arg in {"max_length", "default"}:
+                    expected = ast.literal_eval(keyword.value)
+                    assert getattr(field, keyword.arg) == expected, f"{example}: {field}"
 
 
 @pytest.fixture
@@ -124,6 +144,9 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     for example in examples(page):
         if example.not_run is not None:
+            continue
+        if example.models:
+            _check_models(example)
             continue
         _check_dotted_paths(example)
         code, awaits = _compiled(example)
