@@ -113,7 +113,8 @@ def _check_models(example: Example) -> None:
 def myapp(monkeypatch):
     """Make the pages' ``from myapp.models import ...`` import the test app's models."""
     package = types.ModuleType("myapp")
-    package.__path__ = []
+    # A folder of its own, so that Django can make an app of it (isolate_apps("myapp")).
+    package.__path__ = [str(Path(testapp_models.__file__).parent)]
     package.models = testapp_models
     monkeypatch.setitem(sys.modules, "myapp", package)
     monkeypatch.setitem(sys.modules, "myapp.models", testapp_models)
