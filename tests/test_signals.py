@@ -396,3 +396,17 @@ def test_a_write_pins_reads_once_per_block(recorder: Recorder) -> None:
         (sent["sender"], sent["primary"], sent["reason"]) for _, sent in recorder.of("reads_pinned")
     ]
     assert pins == [(PrimaryReplica, "default", "write")] * 2
+
+
+@REPLICA_TEST
+def test_a_write_without_pinning_reports_no_pin(recorder: Recorder) -> None:
+    """pin_after_write=False: reads stay on the replica, and no pin is reported."""
+    policy = PrimaryReplica("default", ["replica1"], pin_after_write=False)
+    with in_database(policy=policy):
+        Item.objects.create(name="one")
+        assert Item.objects.all().db == "replica1"
+    assert not recorder.of("reads_pinned")
+    pinning = in_database(policy=PrimaryReplica("default", ["replica1", "replica2"]))
+    with pinning, in_database(policy=policy):  # the enclosing block pins, once left to
+        Item.objects.create(name="two")
+    assert [sent["reason"] for _, sent in recorder.of("reads_pinned")] == ["write"]

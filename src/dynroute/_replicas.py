@@ -442,7 +442,20 @@ def note_statement(sql: object, connection: BaseDatabaseWrapper, written: frozen
     if text is None or may_write(text, connection.vendor):
         _PINS.set(written | {alias})
         if _signals.listening:
-            _signals.reads_pinned.send_robust(sender=PrimaryReplica, primary=alias, reason="write")
+            _report_pin(alias)
+
+
+def _report_pin(primary: str) -> None:
+    """Send ``reads_pinned`` if an active block pins its reads to ``primary`` after a write."""
+    frame = get_frame()
+    while frame is not None:
+        ask = frame[3]
+        if type(ask) is Entry and ask.pin and ask.primary == primary:
+            _signals.reads_pinned.send_robust(
+                sender=PrimaryReplica, primary=primary, reason="write"
+            )
+            return
+        frame = frame[4]
 
 
 def read_primaries() -> bool:

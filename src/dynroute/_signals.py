@@ -116,8 +116,8 @@ replica_restored = DynrouteSignal()
 """Sent when a replica marked down connects again: ``alias``."""
 reads_pinned = DynrouteSignal()
 """Sent when reads go to a primary because of a write: ``primary`` and ``reason``:
-``"write"`` (this block wrote to it), or ``"cookie"`` (the client wrote within the
-middleware's ``pin_seconds``)."""
+``"write"`` (the first write to it in an active block with ``pin_after_write``), or
+``"cookie"`` (the client wrote within the middleware's ``pin_seconds``)."""
 
 _ALL = (
     block_entered,

@@ -14,8 +14,9 @@ chooses (a database per tenant, say), configured by ``settings.DYNROUTE_REQUEST_
     DYNROUTE_REQUEST_LOCK = True    # a request cannot enter a block on another database
 
 The middleware only enters blocks; the routing is the block's. It serves WSGI and ASGI
-without a thread hop. Settings are read when Django builds the
-middleware chain (at the first request of a handler, or of a test client).
+without a thread hop. Settings are read when Django builds the middleware chain: when
+the WSGI or ASGI handler is created (server or worker start), or at a test client's
+first request.
 """
 
 from __future__ import annotations
