@@ -13,6 +13,7 @@ from django.test import override_settings
 
 from dynroute import (
     DatabaseConfiguration,
+    InDatabase,
     PrimaryReplica,
     _signals,
     close_idle_connections,
@@ -227,6 +228,23 @@ def test_async_blocks_report_per_task(recorder: Recorder) -> None:
     )
     exited = sorted((sent["route"].alias, sent["depth"]) for _, sent in recorder.of("block_exited"))
     assert entered == exited == [("default", 2), ("other", 1), ("other", 1), ("replica1", 2)]
+
+
+def test_a_receiver_for_one_sender_hears_its_blocks_and_disconnects_by_sender() -> None:
+    """connect(sender=...) and disconnect(sender=...) work as on any Django signal."""
+    heard: list[str | None] = []
+
+    def receiver(sender: object, route: Any, **kwargs: Any) -> None:
+        heard.append(route.alias)
+
+    signals.block_entered.connect(receiver, sender=InDatabase)
+    try:
+        with in_database("other"):
+            pass
+    finally:
+        assert signals.block_entered.disconnect(receiver, sender=InDatabase)
+    assert heard == ["other"]
+    assert not _signals.listening
 
 
 def test_a_coroutine_function_is_refused_as_a_receiver() -> None:
