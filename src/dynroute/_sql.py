@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from django.db.backends.base.base import BaseDatabaseWrapper
 
-__all__ = ["may_write", "refused_part", "statement_text"]
+__all__ = ["blank_literals", "may_write", "refused_part", "statement_text"]
 
 # Literals, quoted identifiers and comments of each dialect. Standard strings double
 # their quotes; MySQL's and PostgreSQL's E'...' strings also take backslash escapes.
@@ -131,6 +131,15 @@ def _blank(sql: str, vendor: str, *, keep_names: bool = False) -> str:
         return " ? "
 
     return _BLANKS[_dialect(vendor)].sub(replace, sql)
+
+
+def blank_literals(sql: str, vendor: str) -> str:
+    """Return ``sql`` as shown to people: literals ``?``, comments dropped, names kept.
+
+    Raw SQL may hold values written into it (and psycopg's composed statements inline
+    their ``sql.Literal`` values): none of them is shown.
+    """
+    return _blank(sql, vendor, keep_names=True).replace(" ? ", "?").strip()
 
 
 def _statement_is_read(words: list[str], text: str, vendor: str) -> bool:

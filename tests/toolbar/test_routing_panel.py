@@ -80,8 +80,8 @@ def assert_nothing_installed() -> None:
     assert not _signals.listening
     assert not _recording.listening()
     assert _recording.wrapped_connections() == 0
-    for alias in connections.settings:
-        assert _recording._record_statement not in connections[alias].execute_wrappers
+    for connection in connections.all(initialized_only=True):
+        assert _recording._record_statement not in connection.execute_wrappers
     assert not any(key[0] == _recording._UID for key, *_ in connection_created.receivers if key), (
         "connection_created still has the panel's receiver"
     )
@@ -197,8 +197,9 @@ def test_the_panel_shows_no_password_and_no_parameter(tenant: dict[str, Any]) ->
     assert toolbar is not None
     stats = toolbar.get_panel_by_id(RoutingPanel.panel_id).get_stats()
     content = panel_content("/secret/")
-    (query,) = panel_html.queries(content)
-    assert "%s" in query["sql"]  # the placeholder, not the value
+    orm, raw = panel_html.queries(content)
+    assert "%s" in orm["sql"]  # the placeholder, not the value
+    assert "name = ?" in raw["sql"]  # a literal written into raw SQL: blanked
     (block,) = panel_html.blocks(content)
     assert "runtime configuration" in block["notes"]
     for shown in (content, json.dumps(stats)):
@@ -412,6 +413,25 @@ def recorded(body: Any) -> _recording.Recording:
     finally:
         _recording.stop(recording)
     return recording
+
+
+def test_starting_a_recording_makes_no_connection_wrapper() -> None:
+    """Only this thread's existing connections get the hook: no wrapper is made for others.
+
+    A wrapper made for a runtime alias would outlive its unregistering, and reconnect
+    later with the settings it was made with.
+    """
+    made: list[set[str]] = []
+
+    def in_a_thread() -> None:
+        made.append({c.alias for c in connections.all(initialized_only=True)})
+        recorded(lambda: None)
+        made.append({c.alias for c in connections.all(initialized_only=True)})
+
+    worker = threading.Thread(target=in_a_thread)
+    worker.start()
+    worker.join()
+    assert made == [set(), set()]
 
 
 def test_a_custom_policy_is_shown_as_asked_per_query() -> None:

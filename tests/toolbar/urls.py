@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.urls import include, path
 
@@ -75,8 +76,10 @@ def nested(request: HttpRequest) -> HttpResponse:
 
 def secret(request: HttpRequest) -> HttpResponse:
     """A tenant whose settings hold a password, queried with a parameter."""
-    with dynroute.in_database({**TENANT, "PASSWORD": PASSWORD}):
+    with dynroute.in_database({**TENANT, "PASSWORD": PASSWORD}) as route:
         Item.objects.filter(name=PARAMETER).count()
+        with connections[route.alias].cursor() as cursor:  # a value written into raw SQL
+            cursor.execute(f"SELECT COUNT(*) FROM testapp_item WHERE name = '{PARAMETER}'")  # noqa: S608 - the test's own constant, on purpose
     return page("secret")
 
 

@@ -51,7 +51,7 @@ class RoutingPanel(Panel):
     template = "dynroute/debug_toolbar/routing.html"
 
     #: What this request's routing was (the toolbar makes a panel per request).
-    _recording: _recording.Recording | None = None
+    _current: _recording.Recording | None = None
 
     @property
     def nav_subtitle(self) -> str:
@@ -65,18 +65,18 @@ class RoutingPanel(Panel):
 
     def enable_instrumentation(self) -> None:
         """Start recording this request (idempotent)."""
-        if self._recording is None:
-            self._recording = _recording.start()
+        if self._current is None:
+            self._current = _recording.start()
 
     def disable_instrumentation(self) -> None:
         """Stop recording: remove the receivers and hooks this request installed."""
-        if self._recording is not None:
-            _recording.stop(self._recording)
+        if self._current is not None:
+            _recording.stop(self._current)
 
     def generate_stats(self, request: HttpRequest, response: HttpResponse) -> None:  # noqa: ARG002 - the toolbar's signature
         """Store what was recorded."""
-        if self._recording is not None:
-            self.record_stats(self._recording.stats())
+        if self._current is not None:
+            self.record_stats(self._current.stats())
 
     @classmethod
     def run_checks(cls) -> list[checks.CheckMessage]:

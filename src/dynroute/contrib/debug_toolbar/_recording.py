@@ -43,8 +43,8 @@ from django.db.backends.signals import connection_created
 from dynroute import signals
 from dynroute._block import InDatabase
 from dynroute._policies import fixed_answers
-from dynroute._replicas import Entry, PrimaryReplica, get_written
-from dynroute._sql import may_write, statement_text
+from dynroute._replicas import Entry, PrimaryReplica, current_entry, get_written
+from dynroute._sql import blank_literals, may_write, statement_text
 from dynroute._state import get_frame
 from dynroute._targets import DatabaseConfiguration
 from dynroute._writes import get_scope
@@ -194,8 +194,12 @@ def start() -> Recording:
     recording.token = _RECORDING.set(recording)
     recording.open_token = _OPEN.set(_early_blocks(recording))
     _listen()
-    for alias in list(connections.settings):
-        _cover_alias(recording, alias)
+    # Only the connections this thread already has: looking an alias up would make a
+    # wrapper for it here, which would outlive a runtime alias's unregistering (and
+    # costs one per alias: thousands with a database per tenant). Connections made
+    # later are covered when they connect, or when a block enters on them.
+    for connection in connections.all(initialized_only=True):
+        _cover(recording, connection)
     return recording
 
 
@@ -544,7 +548,7 @@ def _record_statement(
     owner, rule = _decide(get_frame(), connection, writes=writes)
     scope = get_scope()
     pins = get_written()
-    entry = _entry()
+    entry = current_entry()
     error: str | None = None
     started = time.perf_counter()
     try:
@@ -571,7 +575,11 @@ def _record_statement(
             QueryRecord(
                 number=number,
                 alias=connection.alias,
-                sql=text if text is not None else "(a statement that is not a string)",
+                sql=(
+                    blank_literals(text, connection.vendor)
+                    if text is not None
+                    else "(a statement that is not a string)"
+                ),
                 many=many,
                 writes=writes,
                 block=block,
@@ -585,16 +593,6 @@ def _record_statement(
                 error=error,
             )
         )
-
-
-def _entry() -> Entry | None:
-    frame = get_frame()
-    while frame is not None:
-        ask = frame[3]
-        if type(ask) is Entry:
-            return ask
-        frame = frame[4]
-    return None
 
 
 def _pins_text(pins: frozenset[str] | None) -> str | None:
