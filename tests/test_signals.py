@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from typing import TYPE_CHECKING, Any
@@ -346,6 +347,7 @@ def test_a_configuration_that_cannot_connect_is_reported_closed(
 def test_configuration_receivers_run_outside_dynroutes_lock(tmp_path: Path) -> None:
     """A receiver may wait for another thread's block on a runtime configuration."""
     seen: list[str] = []
+    waited: list[bool] = []  # asserted outside: send_robust would swallow the failure
 
     def in_a_thread() -> None:
         with in_database(secret_settings(tmp_path / "other.db")) as route:
@@ -353,11 +355,11 @@ def test_configuration_receivers_run_outside_dynroutes_lock(tmp_path: Path) -> N
         connections.close_all()
 
     def receiver(sender: object, alias: str, **kwargs: Any) -> None:
-        if not seen:
+        if not waited:
             worker = threading.Thread(target=in_a_thread)
             worker.start()
             worker.join(timeout=10)
-            assert not worker.is_alive(), "the receiver's thread waited for dynroute's lock"
+            waited.append(worker.is_alive())
 
     signals.configuration_closed.connect(receiver)
     try:
@@ -365,7 +367,62 @@ def test_configuration_receivers_run_outside_dynroutes_lock(tmp_path: Path) -> N
             pass
     finally:
         signals.configuration_closed.disconnect(receiver)
+    assert waited == [False], "the receiver's thread waited for dynroute's lock"
     assert len(seen) == 1
+
+
+def test_configuration_signals_arrive_in_the_order_of_the_events(tmp_path: Path) -> None:
+    """A receiver that opens another configuration hears of it after the event it handles."""
+    heard: list[tuple[str, str]] = []
+    second = secret_settings(tmp_path / "second.db")
+
+    def receiver(sender: object, alias: str, signal: Any, **kwargs: Any) -> None:
+        kind = "registered" if signal is signals.configuration_registered else "closed"
+        heard.append((kind, alias))
+        if kind == "closed" and len(heard) == 2:
+            with in_database(second):  # registered and closed inside this receiver
+                pass
+
+    signals.configuration_registered.connect(receiver)
+    signals.configuration_closed.connect(receiver)
+    try:
+        with in_database(secret_settings(tmp_path / "first.db")) as first:
+            pass
+    finally:
+        signals.configuration_registered.disconnect(receiver)
+        signals.configuration_closed.disconnect(receiver)
+    other = in_database(second).route.alias
+    assert heard == [
+        ("registered", first.alias),
+        ("closed", first.alias),
+        ("registered", other),
+        ("closed", other),
+    ]
+
+
+def test_a_collected_receiver_stops_the_reports() -> None:
+    """A weakly connected receiver that is garbage collected: blocks stop reporting."""
+    heard: list[str | None] = []
+
+    class Listener:
+        def on_exit(self, sender: object, route: Any, **kwargs: Any) -> None:
+            heard.append(route.alias)
+
+    listener = Listener()
+    signals.block_exited.connect(listener.on_exit)  # weak, Django's default
+    with in_database("other"):
+        pass
+    del listener
+    gc.collect()
+    with in_database("other"):  # its entry finds the receiver gone
+        pass
+    assert heard == ["other"]
+    assert not _signals.listening
+    block = in_database("other")
+    with block:
+        pass
+    assert not block._setup  # the usual entry again
+    assert not block._leaving  # and the usual exit
 
 
 # Replicas (committing: inside a test case's transaction, reads go to the primary)

@@ -205,7 +205,7 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         if self._primary_replica is not None:
             _replicas.entered()
         if _signals.listening:
-            # Its exits report too from now on (the flag stays: one more test per exit).
+            # Its exits report too, until an entry with nothing listening resets it.
             self._leaving = True
             _signals.entered(self)
         return self._route
@@ -241,7 +241,12 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
                 # route lock was set in the process, every entry checks it here; while
                 # a signal has a receiver, every entry is reported from here.
                 self._setup = False
+                self._leaving = False  # as built: nothing to do on exit but the route
                 _CHECKED.add(self)
+                if _checks_needed():
+                    # Set by another thread since the test above, which re-armed the
+                    # blocks before this one was among them.
+                    self._setup = True
         if self._prevent:
             enter_scope(self, enabled=True)
 
@@ -363,6 +368,11 @@ def _recheck_blocks(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001 
     if setting == "DATABASE_ROUTERS":
         forget_router_check()
         rearm_blocks()
+
+
+def _checks_needed() -> bool:
+    """Whether every entry must take the checked path: a route lock, or a receiver."""
+    return _locks.used or _signals.listening
 
 
 def rearm_blocks() -> None:

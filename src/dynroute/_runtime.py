@@ -60,6 +60,8 @@ from dynroute.exceptions import ConfigurationError, DatabaseConnectionError, Dyn
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
+    from django.dispatch import Signal
+
 __all__ = [
     "active_aliases",
     "add_listener",
@@ -120,10 +122,12 @@ _idle_weight = 0
 _loaded_engines: set[str] = set()
 _listeners: list[Callable[[str, bool], None]] = []
 _max_idle: int | None = None
-#: (alias, reason) of configurations closed under the lock, for
-#: :data:`~dynroute.signals.configuration_closed` once it is released (a receiver may
-#: enter blocks, in any thread). Filled only while a signal has a receiver.
-_closed: list[tuple[str, _signals.CloseReason]] = []
+#: Configuration signals to send, ``(signal, arguments)``, queued under the lock in
+#: the order of the events and sent, in that order, once it is released (a receiver
+#: may enter blocks, in any thread): see :func:`_send_events`. Filled only while a
+#: signal has a receiver.
+_events: list[tuple[Signal, dict[str, object]]] = []
+_SENDING = threading.Lock()
 # The settings dict Django had before the first runtime alias; restored when the last
 # one goes, so connections.settings is settings.DATABASES again when nothing runs.
 _base_settings: dict[str, dict[str, Any]] | None = None
@@ -149,15 +153,17 @@ def enter(config: DatabaseConfiguration) -> None:
             entry = _register(config)
         entry.active += 1
         entry.users[ident] = entry.users.get(ident, 0) + 1
+        if registered and _signals.listening:
+            _events.append((_signals.configuration_registered, _registered(entry)))
         if entry.active == 1:
             _not_idle(entry)
             # Told under the lock that counted: another thread's block on the alias
             # waits, so it cannot connect before listeners (a test case's guard)
             # know of the alias, nor hear of it out of order with an exit.
             _notify(config.alias, active=True)
-    if registered and _signals.listening:
-        _send_registered(entry)
     try:
+        if _events:
+            _send_events()
         _connect_here(entry)
     except BaseException:
         _leave(config, failed=True)
@@ -197,8 +203,8 @@ def _leave(config: DatabaseConfiguration, *, failed: bool) -> None:
                 # Last: a setting changed to a bad value mid-block raises here, with
                 # the bookkeeping done.
                 _enforce_idle_bound()
-    if _closed:
-        _send_closed()
+    if _events:
+        _send_events()
 
 
 async def aenter(config: DatabaseConfiguration) -> None:
@@ -225,8 +231,8 @@ def close_idle_connections() -> int:
     """
     with _lock:
         count = sum(_evict(entry, "idle close") for entry in list(_idle.values()))
-    if _closed:
-        _send_closed()
+    if _events:
+        _send_events()
     return count
 
 
@@ -434,7 +440,7 @@ def _not_idle(entry: _Entry) -> None:
 def _unregister(entry: _Entry, reason: _signals.CloseReason) -> None:
     """Close everything left under ``entry``'s alias and withdraw it; lock held."""
     if _signals.listening:
-        _closed.append((entry.alias, reason))
+        _events.append((_signals.configuration_closed, {"alias": entry.alias, "reason": reason}))
     _not_idle(entry)
     if entry.claimed and not entry.opened:
         # Nothing ever connected under the name: no thread can hold a wrapper for
@@ -466,28 +472,38 @@ def _evict(entry: _Entry, reason: _signals.CloseReason) -> int:
     return count
 
 
-def _send_registered(entry: _Entry) -> None:
-    """Send :data:`~dynroute.signals.configuration_registered` (never a secret setting)."""
+def _registered(entry: _Entry) -> dict[str, object]:
+    """The arguments of :data:`~dynroute.signals.configuration_registered`: no secret."""
     settings = entry.config.settings
-    _signals.configuration_registered.send_robust(
-        sender=DatabaseConfiguration,
-        alias=entry.alias,
-        engine=settings["ENGINE"],
-        name=settings["NAME"],
-        host=settings["HOST"],
-        reuse=entry.reuse,
-    )
+    return {
+        "alias": entry.alias,
+        "engine": settings["ENGINE"],
+        "name": settings["NAME"],
+        "host": settings["HOST"],
+        "reuse": entry.reuse,
+    }
 
 
-def _send_closed() -> None:
-    """Send :data:`~dynroute.signals.configuration_closed` for what was closed, lock released."""
-    with _lock:
-        events = _closed[:]
-        _closed.clear()
-    for alias, reason in events:
-        _signals.configuration_closed.send_robust(
-            sender=DatabaseConfiguration, alias=alias, reason=reason
-        )
+def _send_events() -> None:
+    """Send the queued configuration signals in order, with the lock released.
+
+    One thread sends at a time, so receivers hear of an alias registered, closed and
+    registered again in that order. A thread that finds another one sending leaves
+    its events to it: the sender empties the queue before it stops, and looks again
+    once it has stopped.
+    """
+    while _events and _SENDING.acquire(blocking=False):
+        try:
+            while True:
+                with _lock:
+                    batch = _events[:]
+                    _events.clear()
+                if not batch:
+                    break
+                for signal, arguments in batch:
+                    signal.send_robust(sender=DatabaseConfiguration, **arguments)
+        finally:
+            _SENDING.release()
 
 
 def _max_idle_connections() -> int:

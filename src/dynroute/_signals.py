@@ -16,13 +16,14 @@ went is still closed properly.
 
 from __future__ import annotations
 
-import inspect
+import threading
 import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from django.dispatch import Signal
 
+from dynroute._decorating import iscoroutinefunction
 from dynroute._state import get_frame
 from dynroute.exceptions import UsageError
 
@@ -69,7 +70,7 @@ class DynrouteSignal(Signal):
             UsageError: ``receiver`` is a coroutine function. dynroute sends from
                 inside the ORM's calls, synchronously, in sync and async code alike.
         """
-        if inspect.iscoroutinefunction(receiver):
+        if iscoroutinefunction(receiver):  # asgiref's test, as Django's signals use
             msg = (
                 f"dynroute's signals call their receivers synchronously, where the event "
                 f"happens (inside a query's call path, in sync and async code): connect a "
@@ -89,6 +90,17 @@ class DynrouteSignal(Signal):
         done = super().disconnect(receiver, sender, dispatch_uid)
         _update()
         return done
+
+    def _remove_receiver(self, receiver: object = None) -> None:
+        """Note that a weakly connected receiver was collected (a weakref callback).
+
+        Django only marks the signal then; the next report recomputes
+        :data:`listening`, so that blocks stop reporting once no receiver is left.
+        """
+        global _collected  # noqa: PLW0603 - a flag for entered(), set from the GC
+        # django-stubs omits this private hook (Django calls it for dead weak references).
+        super()._remove_receiver(receiver)  # type: ignore[misc]
+        _collected = True
 
 
 block_entered = DynrouteSignal()
@@ -130,18 +142,33 @@ _ALL = (
 )
 
 
-def _update() -> None:
-    """Recompute :data:`listening`; on the first receiver, make blocks check again."""
-    global listening  # noqa: PLW0603 - read by blocks, set here only
-    before = listening
-    # Set before the blocks are re-armed: one entering meanwhile must not skip again.
-    listening = any(signal.receivers for signal in _ALL)
-    if listening is not before:
-        # Blocks take their checked entry once more: to start reporting, or to go
-        # back to skipping it.
-        from dynroute._block import rearm_blocks  # noqa: PLC0415 - _block imports this module
+#: Whether a weakly connected receiver was collected since :data:`listening` was set.
+_collected = False
+_UPDATE_LOCK = threading.Lock()
 
-        rearm_blocks()
+
+def _update() -> None:
+    """Recompute :data:`listening`; when it changes, make blocks check again."""
+    global listening, _collected  # noqa: PLW0603 - read by blocks, set here only
+    with _UPDATE_LOCK:
+        _collected = False
+        before = listening
+        # Set before the blocks are re-armed: one entering meanwhile must not skip again.
+        listening = any(_live(signal) for signal in _ALL)
+        if listening is not before:
+            # Blocks take their checked entry once more: to start reporting, or to go
+            # back to skipping it.
+            from dynroute._block import rearm_blocks  # noqa: PLC0415 - _block imports this module
+
+            rearm_blocks()
+
+
+def _live(signal: Signal) -> bool:
+    """Whether ``signal`` has a receiver that was not collected."""
+    with signal.lock:
+        # Private, as connect() and send() use it; django-stubs does not declare it.
+        signal._clear_dead_receivers()  # type: ignore[attr-defined]  # noqa: SLF001
+        return bool(signal.receivers)
 
 
 #: ``(block, start, depth, enclosing)``: the entries timed in this thread or task.
@@ -156,6 +183,8 @@ get_timing = _TIMING.get
 
 def entered(block: Any) -> None:  # noqa: ANN401 - an InDatabase (this module is below _block)
     """Time ``block``'s entry, whose frame was just pushed, and send :data:`block_entered`."""
+    if _collected:
+        _update()  # a receiver was collected: maybe none is left
     depth = 0
     frame = get_frame()
     while frame is not None:
