@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
@@ -78,6 +79,11 @@ class DynrouteSignal(Signal):
             )
             raise UsageError(msg)
         super().connect(receiver, sender, weak, dispatch_uid)
+        if weak:
+            # Django only marks the signal when a weak receiver is collected (by a
+            # method whose name changed in Django 6.0): note it, so that the next
+            # report recomputes `listening` and blocks stop reporting to nobody.
+            weakref.finalize(getattr(receiver, "__self__", receiver), _note_collected)
         _update()
 
     def disconnect(
@@ -90,17 +96,6 @@ class DynrouteSignal(Signal):
         done = super().disconnect(receiver, sender, dispatch_uid)
         _update()
         return done
-
-    def _remove_receiver(self, receiver: object = None) -> None:
-        """Note that a weakly connected receiver was collected (a weakref callback).
-
-        Django only marks the signal then; the next report recomputes
-        :data:`listening`, so that blocks stop reporting once no receiver is left.
-        """
-        global _collected  # noqa: PLW0603 - a flag for entered(), set from the GC
-        # django-stubs omits this private hook (Django calls it for dead weak references).
-        super()._remove_receiver(receiver)  # type: ignore[misc]
-        _collected = True
 
 
 block_entered = DynrouteSignal()
@@ -145,6 +140,12 @@ _ALL = (
 #: Whether a weakly connected receiver was collected since :data:`listening` was set.
 _collected = False
 _UPDATE_LOCK = threading.Lock()
+
+
+def _note_collected() -> None:
+    """A weakly connected receiver was collected (a finalizer: sets a flag, no lock)."""
+    global _collected  # noqa: PLW0603 - read by entered()
+    _collected = True
 
 
 def _update() -> None:
