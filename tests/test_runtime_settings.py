@@ -10,6 +10,7 @@ from django.db import connections
 
 from dynroute import in_database
 from dynroute._runtime import _HOLE, _Published
+from dynroute._sql import blank_literals
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
@@ -112,3 +113,29 @@ def test_code_that_assigns_into_the_settings_still_can(runtime):
         assert route.alias in connections.settings
         with pytest.raises(KeyError):
             del connections.databases["added_by_hand"]
+
+
+def test_settings_replaced_by_other_code_lose_only_the_alias_that_goes(runtime, tmp_path):
+    """Code that replaced connections.settings with a dict of its own keeps it, less the alias."""
+    other = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "other.db")}
+    django_dict = connections.settings
+    with in_database(other) as staying:
+        with in_database(runtime) as leaving:
+            replaced = dict(connections.settings.items())  # as a test helper might
+            connections.settings = replaced
+        assert type(connections.settings) is dict
+        assert set(connections.settings) == set(replaced) - {leaving.alias}
+        assert staying.alias in connections.settings
+    assert connections.settings == django_dict
+    connections.settings = django_dict  # the test's own replacement undone
+
+
+def test_literals_are_blanked_for_display_names_and_placeholders_kept():
+    """What the routing panel shows of a statement: no value written into the SQL."""
+    sql = """SELECT "t"."name" FROM "t" WHERE "t"."name" = 'secret' AND x = %s -- note"""
+    assert blank_literals(sql, "postgresql") == (
+        'SELECT "t"."name" FROM "t" WHERE "t"."name" = ? AND x = %s'
+    )
+    assert blank_literals("SELECT `a` FROM `b` WHERE c = 'v'", "mysql") == (
+        "SELECT `a` FROM `b` WHERE c = ?"
+    )
