@@ -15,11 +15,10 @@ from django.db import connections
 from dynroute._state import CURRENT
 from tests import figures
 from tests import settings as test_settings
+from tests.helpers import ON_CI
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-
-ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def _server_problem() -> str | None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 import dynroute
-from tests.toolbar import urls
+from tests.helpers import unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 CHROMIUM = Path(os.environ.get("DYNROUTE_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("DYNROUTE_CHROMEDRIVER", "/usr/bin/chromedriver"))
-ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 OUTPUT = Path(os.environ.get("DYNROUTE_TEST_OUTPUT", Path(__file__).parents[2] / "test-output"))
 WAIT = 15  # seconds
 
@@ -52,9 +51,7 @@ def browser() -> Iterator[Any]:
     """Headless Chromium, driven by Selenium through Debian's chromedriver."""
     missing = _missing()
     if missing is not None:
-        if ON_CI:
-            pytest.fail(f"CI=true and the browser test cannot run: {missing}")
-        pytest.skip(f"{missing} (set CI=true to make this an error)")
+        unavailable(f"the browser test cannot run: {missing}")
     from selenium import webdriver  # noqa: PLC0415 - optional
     from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
 
@@ -68,15 +65,6 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
-
-
-@pytest.fixture
-def tenant(runtime: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The tenant's settings, for the view."""
-    urls.TENANT.clear()
-    urls.TENANT.update(runtime)
-    yield runtime
-    urls.TENANT.clear()
 
 
 def _rows(root: Any, row_class: str) -> list[dict[str, str]]:

@@ -8,7 +8,7 @@ import json
 import re
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 from debug_toolbar.toolbar import DebugToolbar
@@ -24,23 +24,11 @@ from dynroute.contrib.debug_toolbar import RoutingPanel, _recording
 from tests.testapp.models import Item
 from tests.toolbar import panel_html, urls
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 # Transactional: inside a test case's transaction on the primary, a PrimaryReplica
 # block reads from the primary (as it should); these tests show its replica reads.
 pytestmark = pytest.mark.django_db(
     transaction=True, databases=["default", "other", "replica1", "replica2"]
 )
-
-
-@pytest.fixture
-def tenant(runtime: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The tenant's settings, for the views (a SQLite file with the test tables)."""
-    urls.TENANT.clear()
-    urls.TENANT.update(runtime)
-    yield runtime
-    urls.TENANT.clear()
 
 
 def request_id(response: Any) -> str:

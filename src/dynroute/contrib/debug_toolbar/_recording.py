@@ -332,52 +332,35 @@ def _on_configuration_registered(  # noqa: PLR0913 - the signal's arguments
     _cover_alias(recording, alias)
 
 
-def _on_configuration_closed(
+#: How the panel lists dynroute's other events: each signal's name, and its text.
+_EVENTS: Final[dict[signals.DynrouteSignal, tuple[str, Callable[[dict[str, Any]], str]]]] = {
+    signals.configuration_closed: (
+        "configuration_closed",
+        lambda sent: f"{sent['alias']}: {sent['reason']}",
+    ),
+    signals.replica_marked_down: (
+        "replica_marked_down",
+        lambda sent: f"{sent['alias']}: {sent['error']}, skipped for {sent['seconds']:g} s",
+    ),
+    signals.replica_restored: ("replica_restored", lambda sent: str(sent["alias"])),
+    signals.reads_pinned: (
+        "reads_pinned",
+        lambda sent: f"reads go to {sent['primary']} (after a {sent['reason']})",
+    ),
+}
+
+
+def _on_event(
     sender: object,  # noqa: ARG001 - a signal receiver
     *,
-    alias: str,
-    reason: str,
-    **kwargs: object,  # noqa: ARG001 - a signal receiver takes what future senders add
+    signal: signals.DynrouteSignal,
+    **sent: Any,  # noqa: ANN401 - the signal's arguments, described by _EVENTS
 ) -> None:
+    """Record one of the events of :data:`_EVENTS` (Django passes the signal)."""
     recording = _RECORDING.get()
     if recording is not None:
-        recording.event("configuration_closed", f"{alias}: {reason}")
-
-
-def _on_replica_marked_down(
-    sender: object,  # noqa: ARG001 - a signal receiver
-    *,
-    alias: str,
-    seconds: float,
-    error: str,
-    **kwargs: object,  # noqa: ARG001 - a signal receiver takes what future senders add
-) -> None:
-    recording = _RECORDING.get()
-    if recording is not None:
-        recording.event("replica_marked_down", f"{alias}: {error}, skipped for {seconds:g} s")
-
-
-def _on_replica_restored(
-    sender: object,  # noqa: ARG001 - a signal receiver
-    *,
-    alias: str,
-    **kwargs: object,  # noqa: ARG001 - a signal receiver takes what future senders add
-) -> None:
-    recording = _RECORDING.get()
-    if recording is not None:
-        recording.event("replica_restored", alias)
-
-
-def _on_reads_pinned(
-    sender: object,  # noqa: ARG001 - a signal receiver
-    *,
-    primary: str,
-    reason: str,
-    **kwargs: object,  # noqa: ARG001 - a signal receiver takes what future senders add
-) -> None:
-    recording = _RECORDING.get()
-    if recording is not None:
-        recording.event("reads_pinned", f"reads go to {primary} (after a {reason})")
+        name, describe = _EVENTS[signal]
+        recording.event(name, describe(sent))
 
 
 def _on_connection_created(
@@ -395,10 +378,7 @@ _RECEIVERS: Final[tuple[tuple[signals.DynrouteSignal, Callable[..., None]], ...]
     (signals.block_entered, _on_block_entered),
     (signals.block_exited, _on_block_exited),
     (signals.configuration_registered, _on_configuration_registered),
-    (signals.configuration_closed, _on_configuration_closed),
-    (signals.replica_marked_down, _on_replica_marked_down),
-    (signals.replica_restored, _on_replica_restored),
-    (signals.reads_pinned, _on_reads_pinned),
+    *((signal, _on_event) for signal in _EVENTS),
 )
 
 
