@@ -230,19 +230,19 @@ def build_variants(runtime: dict[str, dict[str, Any]]) -> dict[str, dict[str, Ru
         """A routed count() on SQLite: without the write hook, with it, or preventing."""
         from django.db import connections  # noqa: PLC0415
 
-        from dynroute import _writes  # noqa: PLC0415
+        from dynroute.writes import _hook  # noqa: PLC0415
 
         block = dynroute.in_database("other")
         scope = dynroute.prevent_writes() if state == "preventing" else contextlib.nullcontext()
 
         def run(n: int) -> int:
             use_router("dynroute")
-            _writes.install_everywhere()
+            _hook.install_everywhere()
             wrappers = connections["other"].execute_wrappers
             if state == "before":
-                wrappers[:] = [w for w in wrappers if w is not _writes._hook]  # noqa: SLF001
+                wrappers[:] = [w for w in wrappers if w is not _hook.write_hook]
             else:
-                _writes.install(connections["other"])
+                _hook.install(connections["other"])
             count = 0
             with block, scope:
                 for _ in range(n):

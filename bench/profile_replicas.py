@@ -57,7 +57,7 @@ CASES: dict[str, tuple[str, str, str]] = {
         "walk(get_frame(), Item, {}, write=False)",
     ),
     "d_entry_read": ("Entry.db_for_read", "dynroute", "get_frame()[3].db_for_read(Item)"),
-    "d_connection": ("_replicas._connection(alias)", "dynroute", "connection('default')"),
+    "d_connection": ("replicas._health.connection(alias)", "dynroute", "connection('default')"),
     "d_contextvar": ("ContextVar.get (_FORCED)", "dynroute", "forced_get()"),
     "d_get_frame": ("get_frame() (ContextVar.get)", "dynroute", "get_frame()"),
     # dynroute, the write
@@ -175,7 +175,7 @@ CASES: dict[str, tuple[str, str, str]] = {
         "cached_signer.unsign(signed, max_age=3600)",
     ),
     "d_policy_enter": ("PrimaryReplica.enter (choose, new Entry)", "", "dyn_mw.policy.enter()"),
-    "d_leave": ("_replicas.leave (outside every block)", "", "leave()"),
+    "d_leave": ("replicas._tracking.leave (outside every block)", "", "leave()"),
     "d_exitstack": (
         "ExitStack around a no-op context manager",
         "",
@@ -220,8 +220,11 @@ def namespace() -> dict[str, Any]:
     )
 
     import dynroute  # noqa: PLC0415
-    from dynroute import _replicas, _router, _state  # noqa: PLC0415
-    from dynroute.middleware import _SALT, PrimaryReplicaMiddleware  # noqa: PLC0415
+    from dynroute.core import _stack as _state  # noqa: PLC0415
+    from dynroute.http._replicas import _SALT  # noqa: PLC0415
+    from dynroute.middleware import PrimaryReplicaMiddleware  # noqa: PLC0415
+    from dynroute.replicas import _health, _pins, _tracking  # noqa: PLC0415
+    from dynroute.routing import _router  # noqa: PLC0415
 
     dyn_router, mdb_router = dynroute.DynamicDbRouter(), multidb.PinningReplicaRouter()
     router.routers = [dyn_router]
@@ -251,10 +254,10 @@ def namespace() -> dict[str, Any]:
         "decide_write": getattr(_state, "decide_write", None),
         "walk": getattr(_state, "walk", getattr(_state, "_walk", None)),
         "get_frame": _state.get_frame,
-        "connection": getattr(_replicas, "_connection", None),
-        "forced_get": getattr(getattr(_replicas, "_FORCED", None), "get", None),
-        "has_written": getattr(_replicas, "has_written", None),
-        "leave": getattr(_replicas, "leave", None),
+        "connection": getattr(_health, "connection", None),
+        "forced_get": getattr(getattr(_pins, "FORCED", None), "get", None),
+        "has_written": getattr(_pins, "has_written", None),
+        "leave": getattr(_tracking, "leave", None),
         "require_router": getattr(_router, "require_router", None),
         "use_primary": dynroute.use_primary,
         "iscoroutinefunction": iscoroutinefunction,

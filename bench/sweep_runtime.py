@@ -167,14 +167,14 @@ def one(backend: str, count: int) -> dict[str, Any]:  # noqa: C901 - one process
             eviction = median_us(
                 lambda: dynroute.in_database(settings_of(next(fresh), 600)), query, EVICTION
             )
-            assert len(dynroute._runtime.active_aliases()) <= count + 1  # noqa: SLF001, S101 - evicting
-        registered = dynroute._runtime.active_aliases()  # noqa: SLF001 - the sweep's check
+            assert len(dynroute.runtime.active_aliases()) <= count + 1  # noqa: S101 - evicting
+        registered = dynroute.runtime.active_aliases()
         for alias in registered:
             connections[alias].close()
         first_closed = median_us(
             lambda: dynroute.in_database(settings_of(next(fresh), 0), alias=None), query, FIRST
         )
-        assert dynroute._runtime.active_aliases() == registered  # noqa: SLF001, S101 - still kept
+        assert dynroute.runtime.active_aliases() == registered  # noqa: S101 - still kept
     else:
         first_closed = first  # the kept configurations' connections are closed already
     dynroute.close_idle_connections()

@@ -66,7 +66,12 @@ def main() -> int:
     names: list[str] = []
     if options.sample:
         # mutmut makes its mutants when it runs: a run of one small function makes them all.
-        mutmut("run", "dynroute._block.xǁ_Unsetǁ__repr__*", backend=backends[0], options=options)
+        mutmut(
+            "run",
+            "dynroute.routing._factory.xǁ_Unsetǁ__repr__*",
+            backend=backends[0],
+            options=options,
+        )
         names = sample(all_results(), options.sample)
     results: dict[str, Mutant] = {}
     for number, backend in enumerate(backends):

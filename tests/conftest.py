@@ -12,7 +12,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from dynroute._state import CURRENT
+from dynroute.core._stack import CURRENT
 from tests import figures
 from tests import settings as test_settings
 from tests.helpers import ON_CI
@@ -89,19 +89,21 @@ def _no_route_lock_before() -> Iterator[None]:
     process: without this, the blocks' usual path would go untested after the lock
     tests.
     """
-    from dynroute import _locks  # noqa: PLC0415 - needs Django set up
+    from dynroute import _switches  # noqa: PLC0415 - needs Django set up
 
-    used = _locks.used
+    used = _switches.locks_used
     yield
-    _locks.used = used
+    _switches.locks_used = used
 
 
 @pytest.fixture(autouse=True)
 def _no_route_leaks() -> Iterator[None]:
     """Prove that no test leaves a route, write prevention or an alias behind it."""
-    from dynroute import _locks, _replicas, _signals  # noqa: PLC0415 - needs Django set up
-    from dynroute._transactions import _ENTRIES  # noqa: PLC0415
-    from dynroute._writes import get_scope  # noqa: PLC0415
+    from dynroute import _switches, observe, replicas  # noqa: PLC0415 - needs Django set up
+    from dynroute.replicas._pins import FORCED, PINS  # noqa: PLC0415
+    from dynroute.tenants._locks import _LOCK  # noqa: PLC0415
+    from dynroute.writes import get_scope  # noqa: PLC0415
+    from dynroute.writes._transactions import _ENTRIES  # noqa: PLC0415
 
     aliases = set(connections.settings)
     assert CURRENT.get() is None, "a route was active before the test"
@@ -110,12 +112,12 @@ def _no_route_leaks() -> Iterator[None]:
     assert CURRENT.get() is None, "the test left a route active"
     assert get_scope() is None, "the test left write prevention active"
     assert _ENTRIES.get() is None, "the test left a dynroute.atomic() block active"
-    assert _replicas._PINS.get() is None, "the test left replica pinning active"
-    assert _locks._LOCK.get() is None, "the test left a route lock active"
-    assert _signals.get_timing() is None, "the test left a block's timing behind"
-    assert not _signals.listening, "the test left a receiver connected to a dynroute signal"
-    assert _replicas._FORCED.get() == 0, "the test left use_primary() active"
-    assert not _replicas.down_replicas(), "the test left a replica marked down"
+    assert PINS.get() is None, "the test left replica pinning active"
+    assert _LOCK.get() is None, "the test left a route lock active"
+    assert observe.get_timing() is None, "the test left a block's timing behind"
+    assert not _switches.listening, "the test left a receiver connected to a dynroute signal"
+    assert FORCED.get() == 0, "the test left use_primary() active"
+    assert not replicas.down_replicas(), "the test left a replica marked down"
     assert set(connections.settings) == aliases, "the test left a database alias registered"
     # Tests that run the async ORM under asyncio.run leave connections open in
     # asgiref's executor thread, which stops PostgreSQL from dropping the test
@@ -160,12 +162,13 @@ def runtime(runtime_database, dynroute_runtime_databases):
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     """Replace the clock replica health reads; ``clock[0] += s`` moves it on."""
-    from dynroute import _replicas  # noqa: PLC0415 - needs Django set up
+    from dynroute import replicas  # noqa: PLC0415 - needs Django set up
+    from dynroute.replicas import _health  # noqa: PLC0415
 
     now = [1000.0]
-    monkeypatch.setattr(_replicas.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(_health.time, "monotonic", lambda: now[0])
     yield now
-    _replicas.mark_up()
+    replicas.mark_up()
 
 
 @pytest.fixture
@@ -178,7 +181,7 @@ def broken(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """
     from django.db import OperationalError  # noqa: PLC0415 - needs Django set up
 
-    from dynroute import _replicas  # noqa: PLC0415
+    from dynroute import replicas  # noqa: PLC0415
 
     originals: dict[str, dict[str, Any]] = {}
     attempts: dict[str, int] = {}
@@ -203,4 +206,4 @@ def broken(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         originals.pop(alias)
 
     yield break_, repair, attempts
-    _replicas.mark_up()
+    replicas.mark_up()

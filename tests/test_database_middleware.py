@@ -15,10 +15,10 @@ import pytest
 from django.test import AsyncClient, Client, override_settings
 
 import dynroute
-from dynroute import _locks
-from dynroute._runtime import active_aliases
+from dynroute import _switches
 from dynroute.exceptions import ConfigurationError, RouteLockedError, UsageError
 from dynroute.middleware import DatabaseMiddleware
+from dynroute.runtime import active_aliases
 from tests import tenant_views
 from tests.tenant_views import CHUNKS, TENANT_DATABASES
 from tests.testapp.models import Item
@@ -200,7 +200,7 @@ def test_unlocked_allows_it(browser):
 
 def test_a_block_entered_before_the_first_lock_is_checked_after_it(browser, monkeypatch):
     """Blocks skip the lock check until a lock exists; the first lock re-arms them all."""
-    monkeypatch.setattr(_locks, "used", False)  # as in a process that never locked
+    monkeypatch.setattr(_switches, "locks_used", False)  # as in a process that never locked
     with dynroute.in_database("default"):  # checked once, then entered on the fast path
         pass
     with served(DYNROUTE_REQUEST_LOCK=True), pytest.raises(RouteLockedError):

@@ -10,7 +10,7 @@ from asgiref.sync import async_to_sync
 from django.db import router
 
 from dynroute import in_database
-from dynroute._state import CURRENT
+from dynroute.core._stack import CURRENT
 from dynroute.exceptions import UsageError
 from tests.testapp.models import Item
 

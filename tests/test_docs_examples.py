@@ -123,7 +123,8 @@ def myapp(monkeypatch):
 @pytest.fixture
 def clean_up():
     """Undo what examples leave on purpose: signal receivers, kept connections."""
-    from dynroute import _replicas, _signals, close_idle_connections  # noqa: PLC0415
+    from dynroute import close_idle_connections, replicas  # noqa: PLC0415
+    from dynroute.observe import _signals  # noqa: PLC0415
 
     before = {signal: list(signal.receivers) for signal in _signals._ALL}
     yield
@@ -133,7 +134,7 @@ def clean_up():
             signal.sender_receivers_cache.clear()
     _signals._update()
     close_idle_connections()
-    _replicas.mark_up()
+    replicas.mark_up()
 
 
 @pytest.mark.django_db(databases=["default", "other", "replica1", "replica2"], transaction=True)

@@ -16,9 +16,9 @@ from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dynroute import close_idle_connections, in_database
-from dynroute._runtime import active_aliases
-from dynroute._state import CURRENT
+from dynroute.core._stack import CURRENT
 from dynroute.exceptions import DatabaseConnectionError, UsageError
+from dynroute.runtime import active_aliases
 from tests import figures
 from tests.helpers import cancel_once_ready
 from tests.runtime import BACKEND, query, sessions

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dynroute import DatabaseConfiguration, DynrouteError, close_idle_connections, in_database
-from dynroute._runtime import active_aliases
-from dynroute._settings import DatabaseSettings
-from dynroute._state import CURRENT
+from dynroute.core._stack import CURRENT
+from dynroute.runtime import active_aliases
+from dynroute.typing import DatabaseSettings
 from tests import figures
 from tests.runtime import BACKEND, SERVER
 from tests.testapp.models import Author, Item

@@ -9,7 +9,7 @@ from django.db import router
 from django.utils.connection import ConnectionDoesNotExist
 
 from dynroute import Route, in_database
-from dynroute._state import CURRENT
+from dynroute.core._stack import CURRENT
 from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
 from tests.testapp.models import Item
 

@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.db import router
 
 from dynroute import in_database
-from dynroute._state import CURRENT
+from dynroute.core._stack import CURRENT
 from dynroute.exceptions import UnknownDatabaseError
 from tests.helpers import cancel_once_ready
 from tests.testapp.models import Item

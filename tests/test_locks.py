@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from dynroute import _locks, in_database, unlocked
+from dynroute import in_database, tenants, unlocked
 from dynroute.exceptions import RouteLockedError, RouteStateError
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
@@ -15,9 +15,9 @@ pytestmark = pytest.mark.django_db(databases=["default", "other"])
 @pytest.fixture
 def locked_to_other():
     """The code here locked to "other", as DatabaseMiddleware locks a request."""
-    _locks.lock("other")
+    tenants.lock("other")
     yield
-    _locks.release()
+    tenants.release()
 
 
 def test_a_lock_refuses_other_aliases_and_admits_its_own(locked_to_other):
@@ -63,7 +63,7 @@ def test_leaving_what_is_not_active_raises():
     with pytest.raises(RouteStateError, match=r"unlocked\(\) was left without"):
         unlocked().__exit__(None, None, None)
     with pytest.raises(RouteStateError, match="released without being active"):
-        _locks.release()
+        tenants.release()
 
 
 def test_leaving_unlocked_while_a_lock_is_innermost_raises(locked_to_other):

@@ -20,11 +20,10 @@ from dynroute import (
     DatabaseConfiguration,
     DynamicDbRouter,
     ReadOnly,
-    _settings,
     in_database,
     prevent_writes,
 )
-from dynroute._targets import check_alias
+from dynroute.core import _settings, check_alias
 from dynroute.exceptions import (
     ConfigurationError,
     DatabaseConnectionError,

@@ -11,9 +11,9 @@ from django.db import DatabaseError, connection, connections, router
 from django.db.backends.signals import connection_created
 from django.test.utils import CaptureQueriesContext
 
-from dynroute import ReadWrite, in_database, prevent_writes
-from dynroute import _writes as writes
+from dynroute import ReadWrite, _switches, in_database, prevent_writes
 from dynroute.exceptions import RouteStateError, UsageError, WriteForbiddenError
+from dynroute.writes import _hook
 from tests.testapp.models import Author, Book, Item
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
@@ -322,8 +322,8 @@ def test_a_users_execute_wrapper_never_disables_it(data):
             cursor.execute("DELETE FROM testapp_item")
         assert seen == []
         cursor.execute("SELECT 1")
-    assert connection.execute_wrappers[0] is writes._hook
-    assert writes._hook in connection.execute_wrappers
+    assert connection.execute_wrappers[0] is _hook.write_hook
+    assert _hook.write_hook in connection.execute_wrappers
     assert spy not in connection.execute_wrappers
     with prevent_writes(), pytest.raises(WriteForbiddenError):
         _raw_delete()
@@ -351,14 +351,14 @@ def test_a_connection_opened_inside_a_users_execute_wrapper_keeps_the_hook():
     worker = threading.Thread(target=work)
     worker.start()
     worker.join(timeout=30)
-    assert outcome == [[writes._hook], "refused"]
+    assert outcome == [[_hook.write_hook], "refused"]
 
 
 @pytest.mark.django_db(databases=["default", "other"], transaction=True)
 def test_connections_opened_before_the_first_use_get_the_hook(monkeypatch):
     """A connection already open in another thread, as if before dynroute was imported."""
-    connection_created.disconnect(writes.install)
-    monkeypatch.setattr(writes, "_installed", False)
+    connection_created.disconnect(_hook.install)
+    monkeypatch.setattr(_switches, "hook_installed", False)
     opened = threading.Event()
     go = threading.Event()
     outcome: list[object] = []
@@ -366,8 +366,8 @@ def test_connections_opened_before_the_first_use_get_the_hook(monkeypatch):
     def work() -> None:
         try:
             Item.objects.count()
-            if writes._hook in connection.execute_wrappers:
-                connection.execute_wrappers.remove(writes._hook)
+            if _hook.write_hook in connection.execute_wrappers:
+                connection.execute_wrappers.remove(_hook.write_hook)
             opened.set()
             assert go.wait(timeout=30)
             with prevent_writes():
@@ -422,7 +422,7 @@ def test_a_preventing_block_dropped_with_its_enclosing_block_stops_preventing(da
 
 def test_a_runtime_configuration_block_that_prevents_writes(runtime):
     """Set up and torn down as usual; reads work, writes are refused, then allowed."""
-    from dynroute._runtime import active_aliases  # noqa: PLC0415
+    from dynroute.runtime import active_aliases  # noqa: PLC0415
 
     with in_database(runtime, write=True, prevent_writes=True) as route:
         assert Item.objects.count() == 0
@@ -520,8 +520,8 @@ def test_the_first_scope_of_the_process_turns_the_routers_check_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Until a scope is entered the router skips its lookup; the first one turns it on."""
-    monkeypatch.setattr(writes, "scopes_entered", False)
+    monkeypatch.setattr(_switches, "scopes_entered", False)
     with prevent_writes(), pytest.raises(WriteForbiddenError) as refused:
         Item.objects.create(name="new")
     assert str(refused.value) == orm_refusal("testapp.Item", "default")
-    assert writes.scopes_entered
+    assert _switches.scopes_entered

@@ -25,8 +25,9 @@ from django.core import signing
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient, Client, override_settings
 
-from dynroute import PrimaryReplica, in_database, middleware
+from dynroute import PrimaryReplica, in_database
 from dynroute.exceptions import ConfigurationError, UsageError
+from dynroute.http import _replicas as middleware
 from dynroute.middleware import PrimaryReplicaMiddleware
 from dynroute.signals import reads_pinned
 from tests import replica_views

@@ -26,7 +26,8 @@ from django.http import HttpRequest, JsonResponse
 from django.test import override_settings
 from django.urls import path
 
-from dynroute import PrimaryReplica, _replicas, in_database
+from dynroute import PrimaryReplica, in_database
+from dynroute.replicas import _health
 from tests import settings as test_settings
 from tests import standby as standby_server
 from tests.helpers import unavailable
@@ -213,11 +214,12 @@ def test_the_standby_stopped_mid_run_then_started_again(
     site: Site,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
 ) -> None:
     """Requests keep succeeding on the primary; after down_seconds reads return to the standby."""
     now = [1000.0]
-    monkeypatch.setattr(_replicas.time, "monotonic", lambda: now[0])
-    monkeypatch.setattr(_replicas, "_DOWN", {})  # forgotten after the test, even if it fails
+    monkeypatch.setattr(_health.time, "monotonic", lambda: now[0])
+    request.addfinalizer(_health.mark_up)  # forgotten after the test, even if it fails
     client = site.client()
     Item.objects.create(name="row")
     assert client("/names/")["db"] == "standby"

@@ -19,13 +19,14 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 from django.core import checks
-from django.db import connections, router, transaction
+from django.db import OperationalError, connections, router, transaction
 from django.test import override_settings
 
 import dynroute
-from dynroute import PrimaryReplica, _replicas, in_database, use_primary
+from dynroute import PrimaryReplica, in_database, use_primary
 from dynroute.checks import check_replica_mirrors
 from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
+from dynroute.replicas import _health, _policy, down_replicas, get_pins, used_primary
 from tests.testapp.models import Author, Book, Item
 
 REPLICAS = ("replica1", "replica2")
@@ -82,7 +83,7 @@ def test_round_robin_alternates_the_replicas_between_entries() -> None:
 def test_random_choice_stays_among_the_replicas(monkeypatch: pytest.MonkeyPatch) -> None:
     """choose="random" picks each entry's replica with random.choice over the replicas."""
     picks = iter(["replica2", "replica1", "replica2"])
-    monkeypatch.setattr(_replicas.random, "choice", lambda _seq: next(picks))
+    monkeypatch.setattr(_policy.random, "choice", lambda _seq: next(picks))
     block = in_database(policy=replicas(choose="random"))
     seen = []
     for _ in range(3):
@@ -378,7 +379,7 @@ def test_a_replica_that_fails_to_connect_is_skipped_and_the_read_succeeds(
         assert visible("on-replica2")  # replica1 chosen, failed, replica2 answered
         assert read_alias() == "replica2"
     assert attempts["replica1"] == 1
-    assert _replicas.down_replicas() == {"replica1": 30.0}
+    assert down_replicas() == {"replica1": 30.0}
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert "'replica1' is down (OperationalError on connect)" in record.getMessage()
@@ -409,7 +410,7 @@ def test_a_down_replica_costs_one_attempt_per_down_seconds_then_comes_back(
     with caplog.at_level(logging.WARNING, logger="dynroute"), block:
         assert read_alias() == "replica1"
     assert "'replica1' is back up" in caplog.text
-    assert _replicas.down_replicas() == {}
+    assert down_replicas() == {}
 
 
 def test_when_every_replica_is_down_reads_go_to_the_primary(
@@ -430,12 +431,12 @@ def test_when_every_replica_is_down_reads_go_to_the_primary(
 
 def test_a_retry_is_claimed_by_one_caller_only(clock: list[float]) -> None:
     """When a down replica is due, one caller tries it; the others keep skipping it."""
-    _replicas._mark_down("replica1", 5, _replicas.OperationalError("x"))
-    assert _replicas._is_down("replica1")
+    _health._mark_down("replica1", 5, OperationalError("x"), PrimaryReplica)
+    assert _health.is_down("replica1")
     clock[0] += 5
-    assert not _replicas._is_down("replica1")
-    assert _replicas._is_down("replica1")
-    assert _replicas.down_replicas() == {"replica1": 5.0}
+    assert not _health.is_down("replica1")
+    assert _health.is_down("replica1")
+    assert down_replicas() == {"replica1": 5.0}
 
 
 # Relations
@@ -622,20 +623,20 @@ def test_a_write_outside_every_replica_block_pins_nothing() -> None:
     Item.objects.using("default").create(name="before")
     with in_database(policy=replicas()):
         assert read_alias() in REPLICAS
-    assert _replicas.get_written() is None
+    assert get_pins() is None
 
 
 def test_use_primary_inside_a_block_is_remembered_until_the_block_exits() -> None:
     """What the middleware reads to stream a @use_primary view's response from the primary."""
     with in_database(policy=replicas()):
-        assert not _replicas.used_primary()
+        assert not used_primary()
         with use_primary():
             pass
-        assert _replicas.used_primary()
+        assert used_primary()
         assert read_alias() in REPLICAS  # remembered, not in force
-    assert not _replicas.used_primary()
+    assert not used_primary()
     with use_primary():
-        assert not _replicas.used_primary()  # outside every block: nothing to remember
+        assert not used_primary()  # outside every block: nothing to remember
 
 
 def test_a_pin_survives_an_inner_block_left_inside_a_plain_block() -> None:

@@ -15,9 +15,9 @@ from django.core.management.base import SystemCheckError
 from django.db import connections
 
 from dynroute import DynamicDbRouter, ReadOnly, current_route, in_database
-from dynroute._runtime import active_aliases
 from dynroute.checks import check_routers
 from dynroute.exceptions import ConfigurationError
+from dynroute.runtime import active_aliases
 from tests.testapp.models import Author, Item
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])

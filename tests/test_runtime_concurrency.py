@@ -16,7 +16,7 @@ import pytest
 from django.db import connections
 
 from dynroute import in_database
-from dynroute._runtime import active_aliases
+from dynroute.runtime import active_aliases
 from tests import settings as test_settings
 from tests.runtime import BACKEND, names, sessions
 from tests.testapp.models import Item

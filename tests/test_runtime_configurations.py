@@ -14,8 +14,8 @@ from django.db import OperationalError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from dynroute import DatabaseAlias, DatabaseConfiguration, in_database
-from dynroute._runtime import active_aliases
 from dynroute.exceptions import ConfigurationError, DatabaseConnectionError, InvalidTargetError
+from dynroute.runtime import active_aliases
 from tests.runtime import minimal_settings, names, sessions
 from tests.testapp.models import Item, MyModel
 

@@ -16,8 +16,8 @@ from django.db import OperationalError, connections
 from django.views.debug import ExceptionReporter
 
 from dynroute import DynrouteError, in_database
-from dynroute._runtime import active_aliases
 from dynroute.exceptions import DatabaseConnectionError, InvalidTargetError, UsageError
+from dynroute.runtime import active_aliases
 from tests.runtime import BACKEND, SERVER
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from django.db.backends.base import base
 
 import dynroute
 from dynroute import close_idle_connections, in_database
-from dynroute._runtime import active_aliases
 from dynroute.exceptions import ConfigurationError
+from dynroute.runtime import active_aliases
 from tests.runtime import sessions
 from tests.testapp.models import Item
 

@@ -9,8 +9,8 @@ import pytest
 from django.db import connections
 
 from dynroute import in_database
-from dynroute._runtime import _HOLE, _Published
-from dynroute._sql import blank_literals
+from dynroute.core import blank_literals
+from dynroute.runtime._published import _HOLE, Published
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
@@ -63,7 +63,7 @@ def test_readers_iterating_the_aliases_while_blocks_register_them_never_fail(run
 
 def test_the_published_mapping_keeps_order_skips_removed_aliases_and_compacts():
     """Order of addition, each alias once, holes dropped when they are half the list."""
-    published = _Published({"default": {"NAME": "d"}})
+    published = Published({"default": {"NAME": "d"}})
     for number in range(40):
         published.add(f"a{number}", {"NAME": number})
     for number in range(0, 40, 2):
@@ -89,7 +89,7 @@ def test_the_published_mapping_keeps_order_skips_removed_aliases_and_compacts():
 
 def test_an_iteration_begun_before_a_compaction_ends_on_the_old_order():
     """A reader's iteration keeps the list it started on; removed aliases are skipped."""
-    published = _Published({f"a{number}": {} for number in range(40)})
+    published = Published({f"a{number}": {} for number in range(40)})
     reading = iter(published)
     assert next(reading) == "a0"
     for number in range(1, 30):

@@ -16,13 +16,15 @@ from dynroute import (
     DatabaseConfiguration,
     InDatabase,
     PrimaryReplica,
-    _signals,
+    _switches,
     close_idle_connections,
     current_route,
     in_database,
+    observe,
     signals,
 )
 from dynroute.exceptions import DatabaseConnectionError, UsageError
+from dynroute.observe import _signals as _observed
 from tests.testapp.models import Item
 
 if TYPE_CHECKING:
@@ -95,7 +97,7 @@ def test_blocks_report_entry_and_exit_with_route_depth_and_duration(
 ) -> None:
     """Nested blocks: entered outermost first, exited innermost first, each with its depth."""
     ticks = iter([100.0, 101.0, 104.0, 109.0])  # outer in, inner in, inner out, outer out
-    monkeypatch.setattr(_signals, "_clock", lambda: next(ticks))
+    monkeypatch.setattr(_observed, "_clock", lambda: next(ticks))
     outer = in_database("other")
     with outer, in_database("default", write=True) as inner:
         pass
@@ -142,9 +144,9 @@ def test_a_block_checked_before_the_first_receiver_reports_its_next_entry() -> N
 
 def test_without_receivers_blocks_time_nothing() -> None:
     """No receiver: an entry records no timing (its usual path is untouched)."""
-    assert not _signals.listening
+    assert not _switches.listening
     with in_database("other"), in_database("default"):
-        assert _signals.get_timing() is None
+        assert observe.get_timing() is None
 
 
 def test_an_entry_before_the_receiver_is_not_reported_on_exit() -> None:
@@ -164,8 +166,8 @@ def test_an_entry_timed_while_listening_is_closed_after_the_last_receiver_goes()
     recorded = Recorder()
     with in_database("other"):
         recorded.disconnect()
-        assert _signals.get_timing() is not None
-    assert _signals.get_timing() is None
+        assert observe.get_timing() is not None
+    assert observe.get_timing() is None
     assert recorded.blocks() == [("entered", "other", 1)]
 
 
@@ -245,7 +247,7 @@ def test_a_receiver_for_one_sender_hears_its_blocks_and_disconnects_by_sender() 
     finally:
         assert signals.block_entered.disconnect(receiver, sender=InDatabase)
     assert heard == ["other"]
-    assert not _signals.listening
+    assert not _switches.listening
 
 
 def test_a_coroutine_function_is_refused_as_a_receiver() -> None:
@@ -256,7 +258,7 @@ def test_a_coroutine_function_is_refused_as_a_receiver() -> None:
 
     with pytest.raises(UsageError, match="plain function"):
         signals.block_entered.connect(receiver)
-    assert not _signals.listening
+    assert not _switches.listening
 
 
 # Runtime configurations
@@ -417,7 +419,7 @@ def test_a_collected_receiver_stops_the_reports() -> None:
     with in_database("other"):  # its entry finds the receiver gone
         pass
     assert heard == ["other"]
-    assert not _signals.listening
+    assert not _switches.listening
     block = in_database("other")
     with block:
         pass

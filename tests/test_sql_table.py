@@ -15,8 +15,8 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from dynroute import _sql, prevent_writes
-from dynroute._sql import may_write, refused_part
+from dynroute import prevent_writes
+from dynroute.core import _sql, may_write, refused_part
 from dynroute.exceptions import WriteForbiddenError
 from tests.testapp.models import Item
 

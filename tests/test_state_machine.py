@@ -40,9 +40,9 @@ from dynroute import (
     close_idle_connections,
     in_database,
 )
-from dynroute._runtime import active_aliases
-from dynroute._state import CURRENT
+from dynroute.core._stack import CURRENT
 from dynroute.exceptions import RouteStateError
+from dynroute.runtime import active_aliases
 from tests import figures
 from tests.testapp.models import Author, Item
 

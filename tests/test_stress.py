@@ -20,7 +20,7 @@ import pytest
 from django.db import connections, router
 
 from dynroute import close_idle_connections, in_database
-from dynroute._runtime import active_aliases
+from dynroute.runtime import active_aliases
 from tests import figures
 from tests.runtime import sessions
 from tests.testapp.models import Author, Item

@@ -10,8 +10,9 @@ import uuid
 import django
 import pytest
 
-from dynroute import DatabaseAlias, DatabaseConfiguration, DynrouteError, _settings, in_database
-from dynroute._targets import _Names, to_target
+from dynroute import DatabaseAlias, DatabaseConfiguration, DynrouteError, in_database
+from dynroute.core import _settings
+from dynroute.core._targets import _Names, to_target
 from dynroute.exceptions import ConfigurationError, InvalidTargetError, UsageError
 
 SQLITE = {"ENGINE": "django.db.backends.sqlite3", "NAME": "/tmp/dynroute-target.db"}

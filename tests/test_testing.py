@@ -17,8 +17,9 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import SimpleTestCase
 from django.test.testcases import DatabaseOperationForbidden
 
-from dynroute import _runtime, in_database
-from dynroute._runtime import active_aliases
+from dynroute import in_database
+from dynroute.runtime import _registry as _runtime
+from dynroute.runtime import active_aliases
 from dynroute.testing import RuntimeDatabasesMixin, guarding_test_case
 from tests.helpers import WatchedLock, wait_until
 from tests.runtime import sessions

@@ -10,21 +10,36 @@
 Add ``"dynroute.DynamicDbRouter"`` to ``DATABASE_ROUTERS``. See the README for the
 routing rules, runtime configurations and the migration from
 django-dynamic-db-router.
+
+This module only re-exports: the code lives in rooms by capability (``core``,
+``routing``, ``runtime``, ``writes``, ``replicas``, ``tenants``, ``observe``, ``http``),
+mapped in docs/how-it-works.md.
 """
 
 from __future__ import annotations
 
-from dynroute._block import InDatabase, Route, in_database
-from dynroute._current import current_alias, current_route
-from dynroute._locks import Unlocked, unlocked
-from dynroute._policies import ReadOnly, ReadWrite, RoutingPolicy, WriteOnly
-from dynroute._replicas import PrimaryReplica, UsePrimary, use_primary
-from dynroute._router import DynamicDbRouter
-from dynroute._runtime import close_idle_connections
-from dynroute._targets import DatabaseAlias, DatabaseConfiguration, DatabaseTarget
-from dynroute._transactions import atomic, on_commit
-from dynroute._writes import PreventWrites, prevent_writes
+from dynroute.core import (
+    DatabaseAlias,
+    DatabaseConfiguration,
+    DatabaseTarget,
+    ReadOnly,
+    ReadWrite,
+    RoutingPolicy,
+    WriteOnly,
+)
 from dynroute.exceptions import DynrouteError
+from dynroute.replicas import PrimaryReplica, UsePrimary, use_primary
+from dynroute.routing import (
+    DynamicDbRouter,
+    InDatabase,
+    Route,
+    current_alias,
+    current_route,
+    in_database,
+)
+from dynroute.runtime import close_idle_connections
+from dynroute.tenants import Unlocked, unlocked
+from dynroute.writes import PreventWrites, atomic, on_commit, prevent_writes
 
 __all__ = [
     "DatabaseAlias",

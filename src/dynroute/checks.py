@@ -20,8 +20,8 @@ from django.conf import settings
 from django.core import checks
 from django.db import connections, router
 
-from dynroute._replicas import pairs
-from dynroute._router import DynamicDbRouter
+from dynroute.replicas import pairs
+from dynroute.routing import DynamicDbRouter
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -24,7 +24,7 @@ __all__ = ["dynroute_runtime_databases"]
 def dynroute_runtime_databases(db: None) -> Generator[None, None, None]:  # noqa: ARG001 - requesting db sets up pytest-django's test case first
     """Let the test use runtime database configurations (needs database access)."""
     # Imported here: pytest loads plugins before Django is configured.
-    from dynroute import _runtime  # noqa: PLC0415
+    from dynroute import runtime  # noqa: PLC0415 - see above
     from dynroute.testing import allow_runtime_databases, guarding_test_case  # noqa: PLC0415
 
     test_case = guarding_test_case()
@@ -33,7 +33,7 @@ def dynroute_runtime_databases(db: None) -> Generator[None, None, None]:  # noqa
         try:
             yield
         finally:
-            _runtime.close_idle_connections()
+            runtime.close_idle_connections()
         return
     with allow_runtime_databases(test_case):
         yield

@@ -20,7 +20,7 @@ connected, blocks send nothing and their entry and exit cost what they did (an
 
 from __future__ import annotations
 
-from dynroute._signals import (
+from dynroute.observe import (
     DynrouteSignal,
     block_entered,
     block_exited,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import SimpleTestCase
 
-from dynroute import _runtime
+from dynroute import runtime
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -56,12 +56,12 @@ def allow_runtime_databases(test_case: type[SimpleTestCase]) -> Generator[None, 
             current.discard(alias)
         test_case.databases = current
 
-    _runtime.add_listener(follow)
+    runtime.add_listener(follow)
     try:
         yield
     finally:
-        _runtime.remove_listener(follow)
-        _runtime.close_idle_connections()
+        runtime.remove_listener(follow)
+        runtime.close_idle_connections()
 
 
 class RuntimeDatabasesMixin(SimpleTestCase):

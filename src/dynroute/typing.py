@@ -10,10 +10,14 @@
 
 from __future__ import annotations
 
-from dynroute._policies import RoutingHints, RoutingPolicy
-from dynroute._settings import DatabaseSettings
-from dynroute._signals import CloseReason
-from dynroute._targets import DatabaseTarget, TargetLike
+from dynroute.core import (
+    DatabaseSettings,
+    DatabaseTarget,
+    RoutingHints,
+    RoutingPolicy,
+    TargetLike,
+)
+from dynroute.observe import CloseReason
 
 __all__ = [
     "CloseReason",

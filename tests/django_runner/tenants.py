@@ -15,7 +15,7 @@ from django.test import TestCase, TransactionTestCase
 from django.test.testcases import DatabaseOperationForbidden
 
 from dynroute import in_database
-from dynroute._runtime import active_aliases
+from dynroute.runtime import active_aliases
 from dynroute.testing import RuntimeDatabasesMixin
 from tests.runtime import created_database, names
 from tests.testapp.models import Item

@@ -19,8 +19,8 @@ from django.test import AsyncClient, Client, override_settings
 from django.urls import path
 
 import dynroute
-from dynroute import _signals
-from dynroute.contrib.debug_toolbar import RoutingPanel, _recording
+from dynroute import _switches
+from dynroute.contrib.debug_toolbar import RoutingPanel, _recording, _statements
 from tests.testapp.models import Item
 from tests.toolbar import panel_html, urls
 
@@ -65,11 +65,11 @@ def only(rows: list[dict[str, str]], **match: str) -> dict[str, str]:
 
 def assert_nothing_installed() -> None:
     """No receiver, no statement hook: what a request without the toolbar costs."""
-    assert not _signals.listening
+    assert not _switches.listening
     assert not _recording.listening()
-    assert _recording.wrapped_connections() == 0
+    assert _statements.wrapped_connections() == 0
     for connection in connections.all(initialized_only=True):
-        assert _recording._record_statement not in connection.execute_wrappers
+        assert _statements.record_statement not in connection.execute_wrappers
     assert not any(key[0] == _recording._UID for key, *_ in connection_created.receivers if key), (
         "connection_created still has the panel's receiver"
     )
@@ -202,8 +202,8 @@ def probe(request: HttpRequest) -> JsonResponse:
     """Report whether the panel's receivers and hook are installed during the request."""
     return JsonResponse(
         {
-            "listening": _signals.listening,
-            "hooked": _recording._record_statement in connections["default"].execute_wrappers,
+            "listening": _switches.listening,
+            "hooked": _statements.record_statement in connections["default"].execute_wrappers,
         }
     )
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from django.apps import apps
 from django.core import checks
 
-from dynroute.contrib.debug_toolbar import _recording
+from dynroute.contrib.debug_toolbar import _recording, _records
 
 try:
     from debug_toolbar.panels import Panel
@@ -51,7 +51,7 @@ class RoutingPanel(Panel):
     template = "dynroute/debug_toolbar/routing.html"
 
     #: What this request's routing was (the toolbar makes a panel per request).
-    _current: _recording.Recording | None = None
+    _current: _records.Recording | None = None
 
     @property
     def nav_subtitle(self) -> str:

@@ -8,8 +8,8 @@ tenant B's database by mistake. :func:`unlocked` allows it where it is meant.
 
 The lock lives in a ContextVar (it follows tasks and ``sync_to_async``), as a linked
 list of ``(alias, enclosing)``: ``alias`` ``None`` is an ``unlocked()`` scope. Blocks
-check it on entry only once a lock was set in the process (:data:`used`): until then
-their entry costs nothing more.
+check it on entry only once a lock was set in the process (the switch
+``_switches.locks_used``): until then their entry costs nothing more.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeAlias, TypeVar, final, overload
 
-from dynroute._decorating import SyncScope
+from dynroute import _switches
+from dynroute.core import SyncScope
 from dynroute.exceptions import RouteLockedError, RouteStateError
 
 if TYPE_CHECKING:
@@ -34,19 +35,12 @@ _T = TypeVar("_T")
 _Lock: TypeAlias = "tuple[str | None, _Lock | None]"
 _LOCK: ContextVar[_Lock | None] = ContextVar("dynroute_lock", default=None)
 
-#: Whether a lock was ever set in this process (blocks check from then on).
-used = False
-
 
 def lock(alias: str) -> None:
     """Lock the code here to ``alias`` until :func:`release`."""
-    global used  # noqa: PLW0603 - set once, read by blocks
-    if not used:
-        used = True
-        # Blocks that skip their checks on entry check again (the lock among them).
-        from dynroute._block import rearm_blocks  # noqa: PLC0415 - _block imports this module
-
-        rearm_blocks()
+    if not _switches.locks_used:
+        # Blocks that skip their checks on entry check again from now on, the lock too.
+        _switches.use_locks()
     _LOCK.set((alias, _LOCK.get()))
 
 

@@ -1,8 +1,9 @@
 """The signals dynroute sends (public in :mod:`dynroute.signals`), and what sends them.
 
 Nothing here runs on a block's entry or exit until a receiver is connected to one of
-dynroute's signals (:data:`listening`): connecting the first one makes every block
-take its checked entry once more (as a route lock does), where it starts sending.
+dynroute's signals (the switch ``_switches.listening``): connecting the first one makes
+every block take its checked entry once more (as a route lock does), where it starts
+sending.
 Receivers are called synchronously, in the thread or task the event happens in, by
 ``send_robust``: a receiver that raises is logged by Django (logger
 ``django.dispatch``) and changes nothing for the block, whose route is in force or
@@ -24,8 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from django.dispatch import Signal
 
-from dynroute._decorating import iscoroutinefunction
-from dynroute._state import get_frame
+from dynroute import _switches
+from dynroute.core import frames, iscoroutinefunction
 from dynroute.exceptions import UsageError
 
 if TYPE_CHECKING:
@@ -41,7 +42,6 @@ __all__ = [
     "entered",
     "exited",
     "get_timing",
-    "listening",
     "reads_pinned",
     "replica_marked_down",
     "replica_restored",
@@ -49,10 +49,6 @@ __all__ = [
 
 CloseReason: TypeAlias = Literal["last block", "eviction", "idle close"]
 """Why a runtime configuration was closed: the ``reason`` of :data:`configuration_closed`."""
-
-#: Whether one of dynroute's signals has a receiver (blocks time and report their
-#: entries from then on). Read by blocks; set by connecting and disconnecting.
-listening = False
 
 
 class DynrouteSignal(Signal):
@@ -82,7 +78,7 @@ class DynrouteSignal(Signal):
         if weak:
             # Django only marks the signal when a weak receiver is collected (by a
             # method whose name changed in Django 6.0): note it, so that the next
-            # report recomputes `listening` and blocks stop reporting to nobody.
+            # report recomputes the switch and blocks stop reporting to nobody.
             weakref.finalize(getattr(receiver, "__self__", receiver), _note_collected)
         _update()
 
@@ -137,7 +133,7 @@ _ALL = (
 )
 
 
-#: Whether a weakly connected receiver was collected since :data:`listening` was set.
+#: Whether a weakly connected receiver was collected since the switch was last set.
 _collected = False
 _UPDATE_LOCK = threading.Lock()
 
@@ -149,19 +145,13 @@ def _note_collected() -> None:
 
 
 def _update() -> None:
-    """Recompute :data:`listening`; when it changes, make blocks check again."""
-    global listening, _collected  # noqa: PLW0603 - read by blocks, set here only
+    """Set the switch ``_switches.listening``: whether any signal has a live receiver."""
+    global _collected  # noqa: PLW0603 - read by entered(), set here and by the finalizer
     with _UPDATE_LOCK:
         _collected = False
-        before = listening
-        # Set before the blocks are re-armed: one entering meanwhile must not skip again.
-        listening = any(_live(signal) for signal in _ALL)
-        if listening is not before:
-            # Blocks take their checked entry once more: to start reporting, or to go
-            # back to skipping it.
-            from dynroute._block import rearm_blocks  # noqa: PLC0415 - _block imports this module
-
-            rearm_blocks()
+        # Blocks take their checked entry once more when it changes: to start
+        # reporting, or to go back to skipping it.
+        _switches.listen(any(_live(signal) for signal in _ALL))
 
 
 def _live(signal: Signal) -> bool:
@@ -186,11 +176,7 @@ def entered(block: Any) -> None:  # noqa: ANN401 - an InDatabase (this module is
     """Time ``block``'s entry, whose frame was just pushed, and send :data:`block_entered`."""
     if _collected:
         _update()  # a receiver was collected: maybe none is left
-    depth = 0
-    frame = get_frame()
-    while frame is not None:
-        depth += 1
-        frame = frame[4]
+    depth = sum(1 for _ in frames())
     _TIMING.set((block, _clock(), depth, _TIMING.get()))
     block_entered.send_robust(sender=type(block), block=block, route=block.route, depth=depth)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict, final
 
-from dynroute._targets import DatabaseTarget, TargetLike, to_target
+from dynroute.core._targets import DatabaseTarget, TargetLike, to_target
 from dynroute.exceptions import DynrouteError
 
 if TYPE_CHECKING:

@@ -22,15 +22,18 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
 from dynroute.exceptions import RouteStateError, UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from django.db.models import Model
 
-    from dynroute._policies import RoutingPolicy
+    from dynroute.core._policies import RoutingPolicy
 
 __all__ = [
     "ASK",
     "CURRENT",
     "Answer",
     "Frame",
+    "frames",
     "get_frame",
     "pop",
     "push",
@@ -72,6 +75,20 @@ get_frame = CURRENT.get
 set_frame = CURRENT.set
 
 
+def frames() -> Iterator[Frame]:
+    """The frames of the blocks active here, innermost first: the one walk of the stack.
+
+    Everything that looks down the stack (for the depth of a block, the innermost
+    block of a kind, the blocks a request entered) walks it with this. Only
+    :func:`walk`, which the router runs per query for a custom policy, keeps a loop of
+    its own.
+    """
+    frame = get_frame()
+    while frame is not None:
+        yield frame
+        frame = frame[4]
+
+
 def push(owner: object, read: Answer, write: Answer, ask: RoutingPolicy | None) -> None:
     """Enter a block: make a frame for ``owner`` the top of the stack.
 
@@ -111,24 +128,26 @@ def pop(owner: object) -> list[object]:
             was left first.
     """
     dropped: list[object] = []
-    frame = get_frame()
-    while frame is not None and frame[0] is not owner:
+    for frame in frames():
+        if frame[0] is owner:
+            set_frame(frame[4])
+            return dropped
         dropped.append(frame[0])
-        frame = frame[4]
-    if frame is None:
-        msg = (
-            f"{owner!r} was left without being active here: a block must be left in the "
-            "thread or task that entered it, once per entry, innermost first."
-        )
-        raise RouteStateError(msg)
-    set_frame(frame[4])
-    return dropped
+    msg = (
+        f"{owner!r} was left without being active here: a block must be left in the "
+        "thread or task that entered it, once per entry, innermost first."
+    )
+    raise RouteStateError(msg)
 
 
 def walk(
     frame: Frame | None, model: type[Model], hints: dict[str, Any], *, write: bool
 ) -> str | None:
-    """Resolve a direction through the frames, asking custom policies on the way."""
+    """Resolve a direction through the frames, asking custom policies on the way.
+
+    A loop of its own, not :func:`frames`: it runs on every query of a custom policy's
+    block, and starts from the frame the router already holds.
+    """
     while frame is not None:
         _, read, written, policy, parent = frame
         answer = written if write else read

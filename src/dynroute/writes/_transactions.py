@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from django.db import transaction
 
-from dynroute._state import ASK, get_frame
+from dynroute.core import ASK, get_frame
 from dynroute.exceptions import RouteStateError, UsageError
 
 if sys.version_info >= (3, 12):

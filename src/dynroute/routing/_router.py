@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from django.core.signals import setting_changed
 from django.db import router
 
-from dynroute import _writes
-from dynroute._replicas import Entry, groups
-from dynroute._state import ASK, get_frame, walk
-from dynroute._writes import get_scope, refuse_write
+from dynroute import _switches
+from dynroute.core import ASK, get_frame, walk
 from dynroute.exceptions import ConfigurationError
+from dynroute.replicas import Entry, groups
+from dynroute.writes import get_scope, refuse_write
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -60,7 +61,7 @@ class DynamicDbRouter:
         if frame is not None:
             answer = frame[2]
             alias = answer if answer is not ASK else walk(frame, model, hints, write=True)
-        if _writes.scopes_entered:  # no prevention scope ever entered: none to look up
+        if _switches.scopes_entered:  # no prevention scope ever entered: none to look up
             scope = get_scope()
             if scope is not None and scope[0]:
                 refuse_write(model, hints, alias)
@@ -130,3 +131,16 @@ def forget_router_check() -> None:
     """Check ``DATABASE_ROUTERS`` again at the next :func:`require_router`."""
     global _installed  # noqa: PLW0603 - see require_router
     _installed = None
+
+
+def _recheck_blocks(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001 - a signal receiver
+    """When ``DATABASE_ROUTERS`` changes (a test's ``override_settings``), check it again.
+
+    Blocks that skip their checks take them again on their next entry.
+    """
+    if setting == "DATABASE_ROUTERS":
+        forget_router_check()
+        _switches.rearm()
+
+
+setting_changed.connect(_recheck_blocks, dispatch_uid="dynroute.routing._router._recheck_blocks")

@@ -23,7 +23,7 @@ from pathlib import PurePath
 from types import MappingProxyType
 from typing import Any, TypeAlias, cast, final
 
-from dynroute._settings import DatabaseSettings, normalize_settings
+from dynroute.core._settings import DatabaseSettings, normalize_settings
 from dynroute.exceptions import (
     ConfigurationError,
     DynrouteError,

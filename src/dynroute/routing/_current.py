@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING, cast
 
 from django.db import router
 
-from dynroute._block import InDatabase, Route
-from dynroute._state import get_frame
-from dynroute._writes import prevent_writes
+from dynroute.core import get_frame
+from dynroute.routing._block import InDatabase, Route
+from dynroute.writes import prevent_writes
 
 if TYPE_CHECKING:
     from django.db.models import Model

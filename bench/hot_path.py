@@ -1,0 +1,157 @@
+"""The hot path in instructions, now against an earlier commit: did a change cost anything?
+
+Usage (from the repository root, after ``python3 bench/run.py`` has made its venvs)::
+
+    python3 bench/hot_path.py                       # against 08a899b (before the reshaping)
+    python3 bench/hot_path.py --baseline REV --seeds 0 1 2
+
+The baseline's ``src/`` and ``bench/`` are extracted with ``git archive`` into a
+temporary folder, and each tree's own ``bench/measure.py`` and
+``bench/measure_replicas.py`` run its own ``src/`` (the scripts may reach private
+modules, which a reshaping moves). Each row is counted by valgrind's callgrind: N
+operations minus 0 in the same script, divided by N, once per ``PYTHONHASHSEED``
+(hash seeds move some rows by a few percent: the median of three settles them). The
+rows are the ones a query pays for: entering and leaving a block, building one, the
+router's decision, a routed query, the write hook, and the primary/replica decision;
+the two requests through ``PrimaryReplicaMiddleware`` are shown too (they move by a
+few thousand instructions from run to run, when the garbage collector runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from run import VENV, VENV_MULTIDB, venv_python
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = "08a899b"  # the last commit before the house was reshaped into folders
+
+#: (script, measure/variant, operations, label)
+ROWS = [
+    ("measure.py", "enter_exit_read/dynroute", 20000, "enter + exit a block, read-only"),
+    ("measure.py", "enter_exit_readwrite/dynroute", 20000, "enter + exit a block, read-write"),
+    ("measure.py", "new_block/dynroute", 20000, "`with in_database(alias, write=True)`"),
+    ("measure.py", "router_decision/dynroute", 20000, "router decision, read + write"),
+    ("measure.py", "orm_sqlite/dynroute", 2000, "routed `Item.objects.count()` (SQLite)"),
+    ("measure.py", "write_hook/hooked", 2000, "the same with the write hook installed"),
+    ("measure_replicas.py", "replica_decision/dynroute", 20000, "replica decision"),
+    (
+        "measure_replicas.py",
+        "replica_decision_pinned/dynroute",
+        20000,
+        "replica decision, pinned to the primary",
+    ),
+    ("measure_replicas.py", "request_get/dynroute_middleware", 200, "GET through the middleware"),
+    ("measure_replicas.py", "request_post/dynroute_middleware", 200, "POST through it"),
+]
+#: What each script's count of 0 operations starts from (its set-up, subtracted).
+BASES = {
+    "measure.py": "enter_exit_read/dynroute",
+    "measure_replicas.py": "replica_decision/dynroute",
+}
+
+
+def count(tree: Path, script: str, variant: str, n: int, seed: int) -> int:
+    """Instructions of ``tree/bench/script --count variant n`` under ``PYTHONHASHSEED=seed``."""
+    if script == "measure.py":
+        command = [str(venv_python(VENV)), str(tree / "bench" / script), "--no-postgres"]
+    else:
+        command = [str(venv_python(VENV_MULTIDB)), str(tree / "bench" / script)]
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            *command,
+            "--count",
+            variant,
+            str(n),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tree,
+        # The tree's src first: the multidb venv has this checkout installed editable.
+        env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": str(tree / "src")},
+    )
+    for line in done.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].strip())
+    msg = f"no instruction count from valgrind for {variant}: {done.stderr[-500:]}"
+    raise RuntimeError(msg)
+
+
+def per_operation(trees: dict[str, Path], seeds: list[int]) -> dict[tuple[str, str], list[float]]:
+    """Instructions per operation of every row, tree and seed: {(tree, variant): [per seed]}."""
+    jobs: dict[tuple[str, str, str, int], tuple[Path, str, str, int, int]] = {}
+    for name, tree in trees.items():
+        for seed in seeds:
+            for script, variant in BASES.items():
+                jobs[name, script, "base", seed] = (tree, script, variant, 0, seed)
+            for script, variant, n, _ in ROWS:
+                jobs[name, script, variant, seed] = (tree, script, variant, n, seed)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        totals = dict(zip(jobs, pool.map(lambda job: count(*job), jobs.values()), strict=True))
+    results: dict[tuple[str, str], list[float]] = {}
+    for name in trees:
+        for script, variant, n, _ in ROWS:
+            results[name, variant] = [
+                (totals[name, script, variant, seed] - totals[name, script, "base", seed]) / n
+                for seed in seeds
+            ]
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--baseline", default=BASELINE, help="the commit to compare with")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    arguments = parser.parse_args()
+    if not venv_python(VENV).exists() or not venv_python(VENV_MULTIDB).exists():
+        print("run `python3 bench/run.py --quick` first: it makes the venvs this uses")
+        return 2
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "src", "bench"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    now = f"{head}{' + uncommitted changes' if dirty else ''}"
+    with tempfile.TemporaryDirectory() as folder:
+        archive = subprocess.run(
+            ["git", "archive", arguments.baseline, "src", "bench"],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+        trees = {"before": Path(folder), "now": ROOT}
+        results = per_operation(trees, arguments.seeds)
+    seeds = ", ".join(map(str, arguments.seeds))
+    print(
+        f"Instructions per operation (callgrind; median over PYTHONHASHSEED {seeds}), "
+        f"before = {arguments.baseline}, now = {now}, Python {sys.version.split()[0]}:"
+    )
+    print()
+    print("| operation | before | now | now / before | per seed, before | per seed, now |")
+    print("|---|---|---|---|---|---|")
+    for _, variant, _, label in ROWS:
+        before, now_ = results["before", variant], results["now", variant]
+        ratio = statistics.median(now_) / statistics.median(before)
+        print(
+            f"| {label} | {statistics.median(before):,.0f} | {statistics.median(now_):,.0f} "
+            f"| **{ratio:.4f}x** | {' / '.join(f'{v:,.0f}' for v in before)} "
+            f"| {' / '.join(f'{v:,.0f}' for v in now_)} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,358 @@
+"""``PrimaryReplicaMiddleware``: each request in a primary/replica block; pins after writes.
+
+Configured by ``settings.DYNROUTE_PRIMARY_REPLICA``, parsed once into
+:class:`PrimaryReplicaSettings` when Django builds the middleware chain::
+
+    MIDDLEWARE = [..., "dynroute.middleware.PrimaryReplicaMiddleware", ...]
+    DYNROUTE_PRIMARY_REPLICA = {"primary": "default", "replicas": ["replica1"]}
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypedDict, cast, final
+
+from django.conf import settings
+from django.core import signing
+from django.core.signals import setting_changed
+from django.http import HttpRequest
+from django.utils.module_loading import import_string
+
+from dynroute import _switches, observe
+from dynroute.core import iscoroutinefunction, markcoroutinefunction
+from dynroute.exceptions import ConfigurationError, UsageError
+from dynroute.http._streaming import stream_in, sync_answer
+from dynroute.replicas import (
+    PrimaryReplica,
+    current_entry,
+    has_written,
+    read_primaries,
+    use_primary,
+    used_primary,
+)
+from dynroute.routing import InDatabase, in_database
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Mapping
+
+    from django.http import HttpResponseBase
+
+__all__ = ["PrimaryReplicaMiddleware", "PrimaryReplicaSettings"]
+
+#: Methods that do not change anything (RFC 9110 §9.2.1): their reads use a replica.
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+_SETTING: Final = "DYNROUTE_PRIMARY_REPLICA"
+_KEYS: Final = {
+    "primary": "the alias writes go to (default 'default')",
+    "replicas": "the aliases reads may go to (required)",
+    "pin_seconds": "seconds a client reads from the primary after it wrote (default 2)",
+    "choose": "'round_robin', 'random' or a dotted path to a function (default 'round_robin')",
+    "down_seconds": "seconds a replica that failed to connect is skipped (default 30)",
+    "resolver": "a dotted path to a function (request) -> 'primary' | 'replica' | None",
+    "cookie_name": "the pin cookie's name (default 'dynroute_pin')",
+    "cookie_secure": "the pin cookie's Secure flag (default SESSION_COOKIE_SECURE)",
+    "cookie_httponly": "the pin cookie's HttpOnly flag (default SESSION_COOKIE_HTTPONLY)",
+    "cookie_samesite": "the pin cookie's SameSite (default SESSION_COOKIE_SAMESITE)",
+}
+# Cookies signed with this salt stay valid across versions: never change it.
+_SALT: Final = "dynroute.middleware.PrimaryReplicaMiddleware"
+_PRIMARY: Final = "primary"
+_REPLICA: Final = "replica"
+
+_NO_SCOPE: Final = nullcontext()
+
+
+class CookieAttributes(TypedDict):
+    """The attributes of the pin cookie, as ``set_signed_cookie`` takes them."""
+
+    secure: bool
+    httponly: bool
+    samesite: str | None
+    path: str
+    domain: str | None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PrimaryReplicaSettings:
+    """``settings.DYNROUTE_PRIMARY_REPLICA``, checked: what the middleware runs on.
+
+    Attributes:
+        policy: The ``PrimaryReplica`` every request's block routes by.
+        pin_seconds: How long a client reads from the primary after it wrote (0: never).
+        resolver: The function deciding per request (``"primary"``, ``"replica"`` or
+            ``None``), if any.
+        cookie_name: The pin cookie's name.
+        cookie: The pin cookie's attributes.
+    """
+
+    policy: PrimaryReplica
+    pin_seconds: int
+    resolver: Callable[[HttpRequest], object] | None
+    cookie_name: str
+    cookie: CookieAttributes
+
+    @classmethod
+    def from_settings(cls) -> PrimaryReplicaSettings:
+        """Read and check the setting.
+
+        Raises:
+            ConfigurationError: The setting is missing, has an unknown key, or names
+                something that cannot be imported; ``pin_seconds`` or ``resolver`` is
+                of the wrong kind.
+            UsageError: A value of the policy is of the wrong type (as
+                ``PrimaryReplica`` says).
+        """
+        given = _given()
+        choose = given.get("choose", "round_robin")
+        if choose not in ("round_robin", "random"):
+            choose = _imported(given, "choose")
+        policy = PrimaryReplica(
+            given.get("primary", "default"),
+            given["replicas"],
+            choose=choose,
+            down_seconds=given.get("down_seconds", 30.0),
+        )
+        pin_seconds = given.get("pin_seconds", 2)
+        if type(pin_seconds) is not int or pin_seconds < 0:
+            msg = (
+                f'settings.{_SETTING}["pin_seconds"] must be a whole number of seconds >= 0, '
+                f"got {pin_seconds!r}."
+            )
+            raise ConfigurationError(msg)
+        resolver = _imported(given, "resolver")
+        if resolver is not None and not callable(resolver):
+            msg = f'settings.{_SETTING}["resolver"] must be a function, got {resolver!r}.'
+            raise ConfigurationError(msg)
+        cookie: CookieAttributes = {
+            "secure": given.get("cookie_secure", settings.SESSION_COOKIE_SECURE),
+            "httponly": given.get("cookie_httponly", settings.SESSION_COOKIE_HTTPONLY),
+            "samesite": given.get("cookie_samesite", settings.SESSION_COOKIE_SAMESITE),
+            "path": settings.SESSION_COOKIE_PATH,
+            "domain": settings.SESSION_COOKIE_DOMAIN,
+        }
+        return cls(policy, pin_seconds, resolver, given.get("cookie_name", "dynroute_pin"), cookie)
+
+
+def _given() -> Mapping[str, Any]:
+    """The setting as given: a dict with known keys, ``replicas`` among them."""
+    given: object = getattr(settings, _SETTING, None)
+    if not isinstance(given, dict):
+        msg = (
+            f"PrimaryReplicaMiddleware needs settings.{_SETTING}, a dict such as "
+            f'{{"primary": "default", "replicas": ["replica1"]}}; got {type(given).__name__}.'
+        )
+        raise ConfigurationError(msg)
+    config = cast("dict[str, Any]", given)
+    unknown = sorted(str(key) for key in config if key not in _KEYS)
+    if unknown:
+        known = "; ".join(f"{key}: {meaning}" for key, meaning in _KEYS.items())
+        msg = f"settings.{_SETTING} has unknown key(s) {', '.join(unknown)}. Known keys: {known}."
+        raise ConfigurationError(msg)
+    if "replicas" not in config:
+        msg = f'settings.{_SETTING} needs "replicas": the aliases reads may go to.'
+        raise ConfigurationError(msg)
+    return config
+
+
+def _imported(config: Mapping[str, Any], key: str) -> Any:  # noqa: ANN401 - whatever the path names
+    value = config.get(key)
+    if not isinstance(value, str):
+        return value
+    try:
+        return import_string(value)
+    except ImportError as error:
+        msg = f"settings.{_SETTING}[{key!r}] = {value!r} cannot be imported: {error}"
+        raise ConfigurationError(msg) from None
+
+
+class PrimaryReplicaMiddleware:
+    """Run each request in a primary/replica block; pin a client's reads after it writes.
+
+    - Requests with a safe method (GET, HEAD, OPTIONS, TRACE) read from the block's
+      replica; other requests read from the primary too.
+    - After a request that wrote to the primary, or used an unsafe method, the
+      response sets a signed cookie; for ``pin_seconds`` the client's requests read
+      from the primary, so the page after a POST shows what was saved. A forged or
+      expired cookie is ignored.
+    - ``"resolver"``, a function of the request returning ``"primary"``, ``"replica"``
+      or ``None`` (the rules above), decides per request: ``"replica"`` for a POST that
+      only reads (GraphQL queries), ``"primary"`` for a view that must not lag.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        """Read ``settings.DYNROUTE_PRIMARY_REPLICA``; build the block every request enters.
+
+        Raises:
+            ConfigurationError: The setting is missing, has an unknown key, or names
+                something that cannot be imported.
+            UsageError: A value is of the wrong type (as ``PrimaryReplica`` says).
+        """
+        self.get_response = get_response
+        self.settings = PrimaryReplicaSettings.from_settings()
+        # Read on every request: attributes of their own.
+        self.policy = self.settings.policy
+        self.block = in_database(policy=self.policy)
+        self.pin_seconds = self.settings.pin_seconds
+        self.resolver = self.settings.resolver
+        self.cookie_name = self.settings.cookie_name
+        self._async = iscoroutinefunction(get_response)
+        if self._async:
+            markcoroutinefunction(self)
+
+    def __repr__(self) -> str:
+        """Show the policy."""
+        return f"PrimaryReplicaMiddleware({self.policy!r})"
+
+    def __call__(self, request: HttpRequest) -> Any:  # noqa: ANN401 - a response, or its coroutine under ASGI
+        """Handle ``request`` inside the block (under ASGI, return the coroutine that does)."""
+        if self._async:
+            return self.__acall__(request)
+        given = None if self.resolver is None else self._call_sync_resolver(request)
+        primary = self._reads_primary(given, request)
+        # Plain with statements, not an ExitStack: this runs on every request.
+        with self.block, self._read_scope(primary=primary):
+            response = cast("HttpResponseBase", self.get_response(request))
+            wrote = has_written(self.policy.primary)
+            if response.streaming:
+                self._stream_inside(response, primary=primary or wrote)
+        self._pin(request, response, primary=primary, wrote=wrote)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        """Handle ``request`` inside the block, in this task (no thread hop)."""
+        given = self._call_resolver(request)
+        if inspect.isawaitable(given):
+            given = await given
+        primary = self._reads_primary(given, request)
+        get_response = cast(
+            "Callable[[HttpRequest], Awaitable[HttpResponseBase]]", self.get_response
+        )
+        with self.block, self._read_scope(primary=primary):
+            response = await get_response(request)
+            wrote = has_written(self.policy.primary)
+            if response.streaming:
+                self._stream_inside(response, primary=primary or wrote)
+        self._pin(request, response, primary=primary, wrote=wrote)
+        return response
+
+    def _read_scope(self, *, primary: bool) -> AbstractContextManager[None]:
+        """Inside the request's block: what sends its reads to the primary, if they go there."""
+        if not primary or read_primaries():  # read_primaries(): until the block exits
+            return _NO_SCOPE
+        return use_primary()  # inside an enclosing block: for this request only
+
+    def _call_resolver(self, request: HttpRequest) -> object:
+        return None if self.resolver is None else self.resolver(request)
+
+    def _call_sync_resolver(self, request: HttpRequest) -> object:
+        return sync_answer(self._call_resolver(request), _SETTING)
+
+    def _reads_primary(self, given: object, request: HttpRequest) -> bool:
+        """Return whether the request's reads go to the primary (else to the replica)."""
+        if given is None:
+            if request.method not in SAFE_METHODS:
+                return True
+        elif given == _PRIMARY:
+            return True
+        elif given != _REPLICA:
+            msg = (
+                f"The resolver of settings.{_SETTING} returned {given!r} for {request.method} "
+                f"{request.path}: it must return 'primary', 'replica' or None."
+            )
+            raise UsageError(msg)
+        # A replica request, unless the client wrote within pin_seconds.
+        return self._pinned_by_cookie(request)
+
+    def _pinned_by_cookie(self, request: HttpRequest) -> bool:
+        """Return whether the request carries a valid pin cookie (its client wrote lately)."""
+        if not self.pin_seconds:
+            return False
+        value = request.COOKIES.get(self.cookie_name)
+        if value is None:
+            return False
+        key = (self.cookie_name, value)
+        signed_at = _VERIFIED.get(key)
+        if signed_at is None:
+            if (
+                request.get_signed_cookie(
+                    self.cookie_name, default=None, salt=_SALT, max_age=self.pin_seconds
+                )
+                is None
+            ):
+                return False  # forged, expired, or not ours
+            signed_at = _remember(key)
+        if time.time() - signed_at > self.pin_seconds:
+            return False
+        if _switches.listening:
+            observe.reads_pinned.send_robust(
+                sender=PrimaryReplica, primary=self.policy.primary, reason="cookie"
+            )
+        return True
+
+    def _pin(
+        self, request: HttpRequest, response: HttpResponseBase, *, primary: bool, wrote: bool
+    ) -> None:
+        """Set the pin cookie after a write, or after an unsafe request read the primary."""
+        if self.pin_seconds and (wrote or (primary and request.method not in SAFE_METHODS)):
+            response.set_signed_cookie(
+                self.cookie_name,
+                "1",
+                salt=_SALT,
+                max_age=self.pin_seconds,
+                **self.settings.cookie,
+            )
+
+    def _stream_inside(self, response: HttpResponseBase, *, primary: bool) -> None:
+        """Make a streaming response's iteration run in this request's block and replica."""
+        entry = current_entry()
+        if entry is None:
+            return
+        # Where the request read: the primary for a "primary" request, a @use_primary
+        # view (whose scope ended when it returned) or a request that wrote; else the
+        # replica chosen for it.
+        if primary or used_primary():
+            block: InDatabase[Any] = in_database(entry.primary, write=True)
+        else:
+            block = in_database(policy=entry)
+        stream_in(response, block)
+
+
+#: Pin cookies whose signature was found valid, by (cookie name, value): when each
+#: was signed (seconds since the epoch). A client sends the same cookie with every
+#: request of its pin window; its HMAC is checked on the first (~110,000 instructions
+#: with Django's signer), the others look it up here and check its age. Only a
+#: value that passed the check is kept; at most ``_VERIFIED_MAX``, oldest dropped
+#: first; forgotten when ``SECRET_KEY`` changes.
+_VERIFIED: dict[tuple[str, str], int] = {}
+_VERIFIED_MAX: Final = 4096
+_VERIFYING = threading.Lock()
+
+
+def _remember(key: tuple[str, str]) -> int:
+    """Keep a pin cookie whose signature is valid; return when it was signed."""
+    # TimestampSigner's format: value:timestamp:signature, the timestamp in base 62.
+    signed_at = signing.b62_decode(key[1].rsplit(":", 2)[1])
+    with _VERIFYING:
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            del _VERIFIED[next(iter(_VERIFIED))]
+        _VERIFIED[key] = signed_at
+    return signed_at
+
+
+def _forget_verified(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001 - a signal receiver
+    if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
+        with _VERIFYING:
+            _VERIFIED.clear()
+
+
+setting_changed.connect(_forget_verified, dispatch_uid="dynroute.middleware._forget_verified")

@@ -1,0 +1,87 @@
+"""What a ``PrimaryReplica`` block records while it is active: the writes that pin its reads.
+
+A block starts recording when it is entered (:func:`entered`) and forgets when the
+outermost one is left (:func:`leave`). The write hook (``dynroute.writes``), which sees
+every statement, routed or not, calls :func:`note_statement`: a statement that may
+write to a primary pins the reads of this thread or task to it, including writes that
+never ask the router (``.using()``, raw SQL). The request middleware uses
+:func:`read_primaries` and :func:`current_entry`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dynroute import _switches, observe
+from dynroute.core import frames, may_write, statement_text
+from dynroute.replicas._pins import EVERY_PRIMARY, FORCED, PINS, USED_PRIMARY
+from dynroute.replicas._policy import PRIMARIES, Entry, PrimaryReplica
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+__all__ = ["current_entry", "entered", "leave", "note_statement", "read_primaries"]
+
+
+def entered() -> None:
+    """After a PrimaryReplica block's frame is pushed: record its writes from now on."""
+    if PINS.get() is None:
+        PINS.set(EVERY_PRIMARY if FORCED.get() else frozenset())
+
+
+def leave() -> None:
+    """After a PrimaryReplica block's frame is gone: forget the writes if it was the outermost."""
+    if current_entry() is None:
+        PINS.set(None)
+        if USED_PRIMARY.get():
+            USED_PRIMARY.set(False)
+
+
+def current_entry() -> Entry | None:
+    """Return the entry of the innermost active PrimaryReplica block here, if any."""
+    for frame in frames():
+        ask = frame[3]
+        if type(ask) is Entry:
+            return ask
+    return None
+
+
+def note_statement(sql: object, connection: BaseDatabaseWrapper, written: frozenset[str]) -> None:
+    """Pin to ``connection``'s alias if it is a primary and ``sql`` may write.
+
+    Called by the write hook for each statement inside a PrimaryReplica block, with
+    the pins in force (``written``).
+    """
+    alias = connection.alias
+    if alias in written or alias not in PRIMARIES:
+        return
+    text = statement_text(sql, connection)
+    if text is None or may_write(text, connection.vendor):
+        PINS.set(written | {alias})
+        if _switches.listening:
+            _report_pin(alias)
+
+
+def _report_pin(primary: str) -> None:
+    """Send ``reads_pinned`` if an active block pins its reads to ``primary`` after a write."""
+    for frame in frames():
+        ask = frame[3]
+        if type(ask) is Entry and ask.pin and ask.primary == primary:
+            observe.reads_pinned.send_robust(sender=PrimaryReplica, primary=primary, reason="write")
+            return
+
+
+def read_primaries() -> bool:
+    """Send the reads here to the primary until the innermost PrimaryReplica block exits.
+
+    For the middleware's requests that read the primary: one ContextVar set, where a
+    ``use_primary()`` scope costs five. Only where that block is the outermost (its
+    exit then ends it); otherwise it does nothing and returns ``False``: enter
+    ``use_primary()`` instead.
+    """
+    pins = PINS.get()
+    entries = sum(type(frame[3]) is Entry for frame in frames())
+    if pins is None or entries != 1:
+        return False
+    PINS.set(pins | EVERY_PRIMARY)
+    return True

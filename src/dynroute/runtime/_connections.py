@@ -1,0 +1,210 @@
+"""Connecting to a runtime configuration and closing what it opened, in every thread.
+
+Connections are per thread (DJANGO_NOTES §3): a block connects in the thread its
+queries run in (the caller's, or for ``async with`` the async ORM's), and closes there.
+What another thread opened is closed from the outside when the alias goes. Failures
+become documented errors, with every secret scrubbed from the driver's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import threading
+from typing import TYPE_CHECKING
+
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError, connections
+from django.db.utils import load_backend
+
+from dynroute.exceptions import ConfigurationError, DatabaseConnectionError, DynrouteError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable
+
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    from dynroute.core import DatabaseConfiguration
+
+__all__ = [
+    "close_everywhere",
+    "close_here",
+    "close_pool",
+    "connect_here",
+    "in_orm_thread",
+    "load_engine",
+]
+
+logger = logging.getLogger("dynroute")
+
+# OPTIONS keys whose values are secrets, for scrubbing driver messages.
+_SECRET_OPTION = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+_loaded_engines: set[str] = set()
+
+
+def load_engine(config: DatabaseConfiguration) -> None:
+    """Import the backend now, so a bad ENGINE fails before anything is registered."""
+    engine = config.settings["ENGINE"]
+    if engine in _loaded_engines:
+        return
+    try:
+        load_backend(engine)
+    except Exception as error:  # any import failure: ImproperlyConfigured, TypeError...
+        shown = engine if len(engine) <= 80 else engine[:77] + "..."
+        msg = (
+            f"Cannot load ENGINE {shown!r} of runtime database {config.alias!r}: "
+            f"{type(error).__name__}: {str(error)[:500]}"
+        )
+        raise ConfigurationError(msg) from error
+    _loaded_engines.add(engine)
+
+
+def connect_here(config: DatabaseConfiguration, *, reuse: bool) -> None:
+    """Connect (or, in reuse mode, check a kept connection) in the calling thread.
+
+    Whatever the driver raises becomes a documented error, raised without the
+    driver's frames (they hold the connection parameters): a database error or an
+    OS error is a :class:`DatabaseConnectionError`; anything else (a driver refusing
+    a setting: ``TypeError``, ``ValueError``, ``ImproperlyConfigured``...) is a
+    :class:`ConfigurationError`. ``AssertionError`` passes through: it is how Django's
+    test cases refuse connections (see :mod:`dynroute.testing`).
+    """
+    wrapper = connections[config.alias]
+    try:
+        if reuse:
+            wrapper.close_if_unusable_or_obsolete()
+        if wrapper.connection is None:
+            wrapper.ensure_connection()
+    except (DatabaseError, OSError) as error:
+        failure: DynrouteError = DatabaseConnectionError(
+            _describe_failure(config, error, "Could not connect to")
+        )
+    except AssertionError:
+        raise
+    except Exception as error:  # noqa: BLE001 - drivers raise anything for bad settings
+        failure = ConfigurationError(
+            _describe_failure(config, error, "The driver refused the settings of")
+        )
+    else:
+        return
+    raise failure from None
+
+
+def _describe_failure(config: DatabaseConfiguration, error: Exception, what: str) -> str:
+    """Say which database failed and why, with every secret scrubbed."""
+    settings = config.settings
+    where = ", ".join(
+        f"{key} {str(settings[key])[:80]!r}"
+        for key in ("NAME", "HOST", "PORT")
+        if settings.get(key)
+    )
+    reason = str(error)
+    for secret in _secrets(config):
+        reason = reason.replace(secret, "********")
+    reason = reason.strip()[:500]
+    return (
+        f"{what} the runtime database {config.alias!r} ({where}): {type(error).__name__}: {reason}"
+    )
+
+
+def _secrets(config: DatabaseConfiguration) -> list[str]:
+    values = [config.settings["PASSWORD"]]
+    values.extend(
+        value
+        for key, value in config.settings["OPTIONS"].items()
+        if isinstance(value, str) and _SECRET_OPTION.search(str(key))
+    )
+    return [value for value in values if value]
+
+
+def close_here(alias: str) -> None:
+    """Close and drop the calling thread's connection to ``alias``."""
+    wrapper = connections[alias]
+    raw = wrapper.connection
+    try:
+        wrapper.close()
+    except DatabaseError as error:
+        # Closing a broken connection can fail; Django then forgets the driver's
+        # connection without closing it, so close that directly.
+        logger.warning("closing runtime database %r failed: %s", alias, type(error).__name__)
+        if raw is not None:
+            with contextlib.suppress(Exception):
+                raw.close()
+    finally:
+        del connections[alias]
+
+
+def close_everywhere(
+    alias: str, opened: Iterable[tuple[BaseDatabaseWrapper, int]], *, stray: bool
+) -> None:
+    """Close the connections ``opened`` under ``alias`` (with their threads), in every thread.
+
+    The calling thread's connection is closed properly. Another thread's cannot be
+    (Django wrappers belong to their thread), so its DB-API connection is closed and
+    the wrapper reset to reconnect if that thread ever uses it again; no block is
+    using any of them at this point.
+    """
+    me = threading.get_ident()
+    for wrapper, owner in opened:
+        if owner == me:
+            close_here(alias)
+            continue
+        if stray:
+            logger.warning(
+                "closing a connection to runtime database %r left open by another thread: "
+                "work started inside a block should finish inside it",
+                alias,
+            )
+        raw, wrapper.connection = wrapper.connection, None
+        try:
+            raw.close()
+        except Exception as error:  # noqa: BLE001 - a dead connection may fail to close; it is gone
+            logger.warning("closing runtime database %r failed: %s", alias, type(error).__name__)
+
+
+def close_pool(config: DatabaseConfiguration) -> None:
+    """Close the connection pool of ``config``'s alias, if it has one."""
+    if not config.settings["OPTIONS"].get("pool"):
+        return
+    wrapper = connections[config.alias]
+    close_pool: Callable[[], None] | None = getattr(wrapper, "close_pool", None)
+    try:
+        if close_pool is not None:
+            close_pool()
+    finally:
+        del connections[config.alias]
+
+
+async def in_orm_thread(
+    function: Callable[[DatabaseConfiguration], None],
+    config: DatabaseConfiguration,
+    *,
+    undo: Callable[[DatabaseConfiguration], None] | None = None,
+) -> None:
+    """Run ``function(config)`` where the async ORM runs this task's queries.
+
+    The call runs to completion even if the task is cancelled meanwhile, so that the
+    bookkeeping is never left half done; then, if ``undo`` is given and the call
+    succeeded, ``undo`` runs the same way before the cancellation is re-raised.
+    """
+    call = asyncio.ensure_future(sync_to_async(function)(config))
+    cancelled = await _wait_through_cancellation(call)
+    if cancelled:
+        if undo is not None and call.exception() is None:
+            await _wait_through_cancellation(asyncio.ensure_future(sync_to_async(undo)(config)))
+        raise asyncio.CancelledError
+    call.result()
+
+
+async def _wait_through_cancellation(call: Awaitable[None]) -> bool:
+    """Wait for ``call`` to finish; return whether the waiting task was cancelled."""
+    future = asyncio.ensure_future(call)
+    cancelled = False
+    while not future.done():
+        try:
+            await asyncio.shield(future)
+        except asyncio.CancelledError:  # noqa: PERF203 - each cancellation is recorded, the wait goes on
+            cancelled = True
+    return cancelled
