@@ -60,10 +60,15 @@ BASES = {
 
 def count(tree: Path, script: str, variant: str, n: int, seed: int) -> int:
     """Instructions of ``tree/bench/script --count variant n`` under ``PYTHONHASHSEED=seed``."""
+    environment = {**os.environ, "PYTHONHASHSEED": str(seed)}
     if script == "measure.py":
+        # It appends the tree's src to sys.path itself, after site-packages, where the
+        # original django-dynamic-db-router must be found first.
         command = [str(venv_python(VENV)), str(tree / "bench" / script), "--no-postgres"]
     else:
         command = [str(venv_python(VENV_MULTIDB)), str(tree / "bench" / script)]
+        # The tree's src first: the multidb venv has this checkout installed editable.
+        environment["PYTHONPATH"] = str(tree / "src")
     done = subprocess.run(
         [
             "valgrind",
@@ -78,8 +83,7 @@ def count(tree: Path, script: str, variant: str, n: int, seed: int) -> int:
         capture_output=True,
         text=True,
         cwd=tree,
-        # The tree's src first: the multidb venv has this checkout installed editable.
-        env={**os.environ, "PYTHONHASHSEED": str(seed), "PYTHONPATH": str(tree / "src")},
+        env=environment,
     )
     for line in done.stderr.splitlines():
         if "Collected :" in line:
