@@ -3,7 +3,8 @@
 - ``tests``: the suite on each supported Django, each time on SQLite, PostgreSQL and
   MariaDB (server suites skip with a reason when no server answers, and fail on CI).
 - ``typing``: mypy and pyright, strict, on ``src/`` and ``tests/typing/``.
-- ``lint``: ruff.
+- ``lint``: ruff, and import-linter's contracts (the rooms of ``src/dynroute`` in layers,
+  no loop, a room's modules imported only through its face).
 - ``browser``: the django-debug-toolbar routing panel, its page opened in headless
   Chromium (Debian's ``chromium`` and ``chromium-driver``; a screenshot lands in
   ``test-output/``).
@@ -190,10 +191,12 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint and check formatting with ruff."""
+    """Lint and check formatting with ruff; check the house's import contracts."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # import-linter reads the source without importing it: src/ on the path is enough.
+    session.run("lint-imports", env={"PYTHONPATH": "src"})
 
 
 @nox.session(python=LATEST_PYTHON)

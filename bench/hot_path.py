@@ -28,7 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from run import VENV, VENV_MULTIDB, venv_python
+from run import VENV, VENV_MULTIDB, instructions, venv_python
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "08a899b"  # the last commit before the house was reshaped into folders
@@ -58,51 +58,22 @@ BASES = {
 }
 
 
-def count(tree: Path, script: str, variant: str, n: int, seed: int) -> int:
-    """Instructions of ``tree/bench/script --count variant n`` under ``PYTHONHASHSEED=seed``."""
-    environment = {**os.environ, "PYTHONHASHSEED": str(seed)}
-    if script == "measure.py":
-        # It appends the tree's src to sys.path itself, after site-packages, where the
-        # original django-dynamic-db-router must be found first.
-        command = [str(venv_python(VENV)), str(tree / "bench" / script), "--no-postgres"]
-    else:
-        command = [str(venv_python(VENV_MULTIDB)), str(tree / "bench" / script)]
-        # The tree's src first: the multidb venv has this checkout installed editable.
-        environment["PYTHONPATH"] = str(tree / "src")
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            *command,
-            "--count",
-            variant,
-            str(n),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=tree,
-        env=environment,
-    )
-    for line in done.stderr.splitlines():
-        if "Collected :" in line:
-            return int(line.rsplit(":", 1)[1].strip())
-    msg = f"no instruction count from valgrind for {variant}: {done.stderr[-500:]}"
-    raise RuntimeError(msg)
-
-
 def per_operation(trees: dict[str, Path], seeds: list[int]) -> dict[tuple[str, str], list[float]]:
     """Instructions per operation of every row, tree and seed: {(tree, variant): [per seed]}."""
-    jobs: dict[tuple[str, str, str, int], tuple[Path, str, str, int, int]] = {}
+    jobs: dict[tuple[str, str, str, int], tuple[str, int, str, Path, int]] = {}
     for name, tree in trees.items():
         for seed in seeds:
             for script, variant in BASES.items():
-                jobs[name, script, "base", seed] = (tree, script, variant, 0, seed)
+                jobs[name, script, "base", seed] = (variant, 0, script, tree, seed)
             for script, variant, n, _ in ROWS:
-                jobs[name, script, variant, seed] = (tree, script, variant, n, seed)
+                jobs[name, script, variant, seed] = (variant, n, script, tree, seed)
+
+    def count(job: tuple[str, int, str, Path, int]) -> int:
+        variant, n, script, tree, seed = job
+        return instructions(variant, n, script, tree=tree, seed=seed)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        totals = dict(zip(jobs, pool.map(lambda job: count(*job), jobs.values()), strict=True))
+        totals = dict(zip(jobs, pool.map(count, jobs.values()), strict=True))
     results: dict[tuple[str, str], list[float]] = {}
     for name in trees:
         for script, variant, n, _ in ROWS:

@@ -169,12 +169,23 @@ def measure(*arguments: str, script: str = "measure.py", venv: Path = VENV) -> d
     return result
 
 
-def instructions(variant: str, n: int, script: str = "measure.py") -> int:
-    """Instructions executed by ``script --count variant n`` (valgrind)."""
+def instructions(
+    variant: str, n: int, script: str = "measure.py", *, tree: Path = ROOT, seed: int = 0
+) -> int:
+    """Instructions executed by ``tree/bench/script --count variant n`` (valgrind).
+
+    ``tree`` is a checkout whose own scripts and ``src/`` are measured (bench/hot_path.py
+    passes an earlier commit's); ``seed`` is the ``PYTHONHASHSEED``.
+    """
+    environment = {**os.environ, "PYTHONHASHSEED": str(seed)}
     if script == "measure.py":
-        command = [str(venv_python()), str(BENCH / script), "--no-postgres"]
+        # measure.py appends the tree's src to sys.path itself, after site-packages,
+        # where the original django-dynamic-db-router must be found first.
+        command = [str(venv_python()), str(tree / "bench" / script), "--no-postgres"]
     else:
-        command = [str(venv_python(VENV_MULTIDB)), str(BENCH / script)]
+        command = [str(venv_python(VENV_MULTIDB)), str(tree / "bench" / script)]
+        # The tree's src first: the multidb venv has this checkout installed editable.
+        environment["PYTHONPATH"] = str(tree / "src")
     done = subprocess.run(
         [
             "valgrind",
@@ -188,13 +199,13 @@ def instructions(variant: str, n: int, script: str = "measure.py") -> int:
         check=True,
         capture_output=True,
         text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        cwd=tree,
+        env=environment,
     )
     for line in done.stderr.splitlines():
         if "Collected :" in line:
             return int(line.rsplit(":", 1)[1].strip())
-    msg = f"no instruction count from valgrind for {variant}"
+    msg = f"no instruction count from valgrind for {variant}: {done.stderr[-500:]}"
     raise RuntimeError(msg)
 
 

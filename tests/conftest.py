@@ -160,6 +160,15 @@ def runtime(runtime_database, dynroute_runtime_databases):
 
 
 @pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """One event loop for all the ASGI requests of a test, as a server has."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
+
+
+@pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
     """Replace the clock replica health reads; ``clock[0] += s`` moves it on."""
     from dynroute import replicas  # noqa: PLC0415 - needs Django set up

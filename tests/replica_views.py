@@ -17,6 +17,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 import dynroute
+from tests.browsing import aread, read
 from tests.testapp.models import Item
 
 if TYPE_CHECKING:
@@ -26,18 +27,6 @@ if TYPE_CHECKING:
 QUERIES = 3
 #: How many chunks a streaming view yields (each one from a query of its own).
 CHUNKS = 3
-
-
-def read() -> dict[str, Any]:
-    """One query: the alias the router gives and the names it returns."""
-    query = Item.objects.order_by("name")
-    return {"db": query.db, "names": list(query.values_list("name", flat=True))}
-
-
-async def aread() -> dict[str, Any]:
-    """As :func:`read`, with the async ORM."""
-    query = Item.objects.order_by("name")
-    return {"db": query.db, "names": [name async for name in query.values_list("name", flat=True)]}
 
 
 def answer(request: HttpRequest, reads: list[dict[str, Any]]) -> JsonResponse:

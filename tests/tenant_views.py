@@ -14,6 +14,7 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 import dynroute
+from tests.browsing import aread, read
 from tests.testapp.models import Item
 
 if TYPE_CHECKING:
@@ -59,18 +60,6 @@ class Anywhere:
 
     def db_for_write(self, model: object, /, **hints: object) -> str | None:
         return None
-
-
-def read() -> dict[str, Any]:
-    """One query: the alias the router gives and the names it returns."""
-    query = Item.objects.order_by("name")
-    return {"db": query.db, "names": list(query.values_list("name", flat=True))}
-
-
-async def aread() -> dict[str, Any]:
-    """As :func:`read`, with the async ORM."""
-    query = Item.objects.order_by("name")
-    return {"db": query.db, "names": [name async for name in query.values_list("name", flat=True)]}
 
 
 def reads(request: HttpRequest) -> JsonResponse:

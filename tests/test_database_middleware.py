@@ -8,23 +8,20 @@ router's answer.
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
-from django.test import AsyncClient, Client, override_settings
+from django.test import AsyncClient, override_settings
 
 import dynroute
 from dynroute import _switches
 from dynroute.exceptions import ConfigurationError, RouteLockedError, UsageError
 from dynroute.middleware import DatabaseMiddleware
 from dynroute.runtime import active_aliases
-from tests import tenant_views
+from tests import browsing, tenant_views
+from tests.browsing import Browser
 from tests.tenant_views import CHUNKS, TENANT_DATABASES
 from tests.testapp.models import Item
-
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 DATABASES = ["default", *TENANT_DATABASES]
 pytestmark = pytest.mark.django_db(databases=DATABASES, transaction=True)
@@ -52,43 +49,6 @@ def _markers() -> None:
         Item.objects.using(alias).create(name=marker)
 
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """One event loop for all the ASGI requests of a test, as a server has."""
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
-
-
-class Browser:
-    """A ``Client``, or an ``AsyncClient`` asking the async views, on one event loop."""
-
-    def __init__(self, mode: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.mode = mode
-        self.loop = loop
-        self.client: Client | AsyncClient = Client() if mode == "wsgi" else AsyncClient()
-
-    def get(self, view: str, **query: Any) -> Any:
-        name = view if self.mode == "wsgi" else f"a{view}"
-        response = self.client.get(f"/{name}/", query)
-        if self.mode != "wsgi":
-            response = self.loop.run_until_complete(response)
-        return response
-
-    def chunks(self, response: Any) -> list[dict[str, Any]]:
-        """Iterate a streaming response after the middleware returned: its reads."""
-        if response.is_async:
-
-            async def collect() -> list[bytes]:
-                return [chunk async for chunk in response.streaming_content]
-
-            content = self.loop.run_until_complete(collect())
-        else:
-            content = list(response.streaming_content)
-        return [json.loads(line) for line in b"".join(content).splitlines()]
-
-
 @pytest.fixture(params=MODES)
 def browser(request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop) -> Browser:
     """A client in each mode."""
@@ -97,10 +57,7 @@ def browser(request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop) -> 
 
 def where(read: dict[str, Any]) -> str:
     """The database a reported read reached, by its marker row (the router must agree)."""
-    reached = [alias for alias, marker in MARKERS.items() if marker in read["names"]]
-    assert len(reached) == 1, f"a read saw {read['names']}"
-    assert read["db"] == reached[0], f"the router said {read['db']}, the rows came from {reached}"
-    return reached[0]
+    return browsing.where(read, MARKERS)
 
 
 def source(response: Any) -> str:
@@ -118,7 +75,7 @@ def test_each_tenant_reads_and_writes_its_own_database(browser, tenant):
     """Reads and writes of a request go to the database the resolver named."""
     expected = TENANT_DATABASES[tenant % 3]
     with served():
-        response = browser.get("reads", tenant=tenant, name=f"saved-by-{tenant}")
+        response = browser.get("reads", {"tenant": tenant, "name": f"saved-by-{tenant}"})
     assert source(response) == expected
     assert response.json()["write_db"] == expected
     assert Item.objects.using(expected).filter(name=f"saved-by-{tenant}").exists()
@@ -133,8 +90,8 @@ def test_no_tenant_means_no_block(browser):
 def test_a_policy_and_a_block_keep_their_own_flags(browser):
     """A RoutingPolicy or an in_database() block from the resolver routes as it says."""
     with served():
-        assert source(browser.get("reads", tenant="policy")) == "replica1"
-        response = browser.get("reads", tenant="block")  # read=True, write=False
+        assert source(browser.get("reads", {"tenant": "policy"})) == "replica1"
+        response = browser.get("reads", {"tenant": "block"})  # read=True, write=False
     assert source(response) == "replica2"
     assert response.json()["write_db"] == "default"
 
@@ -143,7 +100,7 @@ def test_a_settings_dict_is_a_runtime_configuration_for_the_request(browser, run
     """A dict from the resolver: registered for the request, gone after it."""
     monkeypatch.setattr(tenant_views, "RUNTIME", {**runtime, "CONN_MAX_AGE": 0})
     with served():
-        response = browser.get("reads", tenant="config", name="in-the-runtime-database")
+        response = browser.get("reads", {"tenant": "config", "name": "in-the-runtime-database"})
     assert response.status_code == 200
     (read,) = response.json()["reads"]
     assert read["names"] == ["in-the-runtime-database"]
@@ -155,7 +112,7 @@ def test_an_async_resolver_serves_asgi(loop):
     """Under ASGI the resolver may be a coroutine function."""
     browser = Browser("asgi", loop)
     with served(DYNROUTE_REQUEST_ROUTE="tests.tenant_views.atenant_database"):
-        assert source(browser.get("reads", tenant=1)) == "replica1"
+        assert source(browser.get("reads", {"tenant": 1})) == "replica1"
 
 
 def test_an_async_resolver_under_wsgi_is_refused_with_the_fix(loop):
@@ -164,13 +121,13 @@ def test_an_async_resolver_under_wsgi_is_refused_with_the_fix(loop):
         served(DYNROUTE_REQUEST_ROUTE="tests.tenant_views.atenant_database"),
         pytest.raises(UsageError, match="make it a plain function under WSGI"),
     ):
-        Browser("wsgi", loop).get("reads", tenant=1)
+        Browser("wsgi", loop).get("reads", {"tenant": 1})
 
 
 def test_a_streaming_response_is_read_in_the_tenants_database(browser):
     """The chunks, produced after the middleware returned, still read the tenant's database."""
     with served():
-        response = browser.get("stream", tenant=2)
+        response = browser.get("stream", {"tenant": 2})
         reads = browser.chunks(response)
     assert [where(read) for read in reads] == ["replica2"] * CHUNKS
     assert dynroute.current_route() is None
@@ -185,17 +142,17 @@ def test_the_lock_refuses_a_block_on_another_database(browser):
         served(DYNROUTE_REQUEST_LOCK=True),
         pytest.raises(RouteLockedError, match=r"locked to database 'other'.*'default'"),
     ):
-        browser.get("elsewhere", tenant=0)
+        browser.get("elsewhere", {"tenant": 0})
     assert dynroute.current_route() is None
 
 
 def test_unlocked_allows_it(browser):
     """Inside unlocked(), a locked request may enter a block on another database."""
     with served(DYNROUTE_REQUEST_LOCK=True):
-        assert source(browser.get("elsewhere", tenant=0, unlocked="")) == "default"
-        assert source(browser.get("reads", tenant=0)) == "other"  # the lock is back
+        assert source(browser.get("elsewhere", {"tenant": 0, "unlocked": ""})) == "default"
+        assert source(browser.get("reads", {"tenant": 0})) == "other"  # the lock is back
         with pytest.raises(RouteLockedError):  # and the block let in once is checked again
-            browser.get("elsewhere", tenant=0)
+            browser.get("elsewhere", {"tenant": 0})
 
 
 def test_a_block_entered_before_the_first_lock_is_checked_after_it(browser, monkeypatch):
@@ -204,19 +161,19 @@ def test_a_block_entered_before_the_first_lock_is_checked_after_it(browser, monk
     with dynroute.in_database("default"):  # checked once, then entered on the fast path
         pass
     with served(DYNROUTE_REQUEST_LOCK=True), pytest.raises(RouteLockedError):
-        browser.get("elsewhere", tenant=0)
+        browser.get("elsewhere", {"tenant": 0})
 
 
 def test_the_same_database_may_be_entered_again_under_the_lock(browser):
     """A block on the request's own database is not another database."""
     with served(DYNROUTE_REQUEST_LOCK=True):
-        assert source(browser.get("elsewhere", tenant=1, same="")) == "replica1"
+        assert source(browser.get("elsewhere", {"tenant": 1, "same": ""})) == "replica1"
 
 
 def test_without_the_lock_other_databases_are_reachable(browser):
     """The lock is opt-in: without it, a request may enter any block."""
     with served():
-        assert source(browser.get("elsewhere", tenant=0)) == "default"
+        assert source(browser.get("elsewhere", {"tenant": 0})) == "default"
 
 
 def test_a_lock_on_a_policy_without_one_database_is_refused(browser):
@@ -225,7 +182,7 @@ def test_a_lock_on_a_policy_without_one_database_is_refused(browser):
         served(DYNROUTE_REQUEST_LOCK=True),
         pytest.raises(UsageError, match="has no single database"),
     ):
-        browser.get("reads", tenant="policy-any")
+        browser.get("reads", {"tenant": "policy-any"})
 
 
 # Failures
@@ -234,7 +191,7 @@ def test_a_lock_on_a_policy_without_one_database_is_refused(browser):
 def test_a_resolver_that_raises_fails_the_request_and_leaves_nothing(browser):
     """The resolver's error reaches the client; no block stays active or registered."""
     with served(), pytest.raises(LookupError, match="the resolver failed"):
-        browser.get("reads", tenant="boom")
+        browser.get("reads", {"tenant": "boom"})
     assert dynroute.current_route() is None
     assert not active_aliases()
 
@@ -249,7 +206,7 @@ def test_an_unreachable_tenant_database_leaves_nothing_registered(
     }
     monkeypatch.setattr(tenant_views, "RUNTIME", unreachable)
     with served(), pytest.raises(dynroute.DynrouteError, match="Could not connect"):
-        browser.get("reads", tenant="config")
+        browser.get("reads", {"tenant": "config"})
     assert not active_aliases()
 
 
@@ -272,7 +229,7 @@ def test_a_resolver_returning_something_else_is_refused_by_type_only(browser, mo
     """The message names the type, never the value (it may be settings with a password)."""
     monkeypatch.setattr(tenant_views, "tenant_database", lambda _request: ["s3cret"])
     with served(), pytest.raises(UsageError, match=r"returned a list for GET /") as raised:
-        browser.get("reads", tenant=0)
+        browser.get("reads", {"tenant": 0})
     assert "s3cret" not in str(raised.value)
 
 

@@ -30,7 +30,8 @@ from dynroute.exceptions import ConfigurationError, UsageError
 from dynroute.http import _replicas as middleware
 from dynroute.middleware import PrimaryReplicaMiddleware
 from dynroute.signals import reads_pinned
-from tests import replica_views
+from tests import browsing, replica_views
+from tests.browsing import MODES, Browser
 from tests.testapp.models import Item
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ CONFIG: dict[str, Any] = {"primary": "default", "replicas": list(REPLICAS), "pin
 COOKIE = "dynroute_pin"
 #: The row only each database has: where a query's rows came from.
 MARKERS = {"default": "on-primary", "replica1": "on-replica1", "replica2": "on-replica2"}
-#: How the tests run: sync views under WSGI, async views under ASGI, sync views under ASGI.
-MODES = ("wsgi", "asgi", "asgi-sync-views")
 #: The views with an async variant ("a" + their name).
 ASYNC_VARIANTS = {"names", "create", "create-using", "primary", "stream", "primary-stream"}
 
@@ -95,72 +94,21 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
     return frozen
 
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    """One event loop for all the ASGI requests of a test, as a server has."""
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.run_until_complete(loop.shutdown_asyncgens())
-    loop.close()
-
-
-class Browser:
-    """One client: a ``Client``, or an ``AsyncClient`` whose requests run on ``loop``.
-
-    Views are named without their async prefix: in "asgi" mode ``get("names")`` asks
-    the async view ``anames``.
-    """
-
-    def __init__(self, mode: str, loop: asyncio.AbstractEventLoop) -> None:
-        self.mode = mode
-        self.loop = loop
-        self.client: Client | AsyncClient = Client() if mode == "wsgi" else AsyncClient()
-        self.prefix = "a" if mode == "asgi" else ""
-
-    def request(self, method: str, view: str, **kwargs: Any) -> Any:
-        prefix = self.prefix if view in ASYNC_VARIANTS else ""
-        response = getattr(self.client, method)(f"/{prefix}{view}/", **kwargs)
-        if self.mode != "wsgi":
-            response = self.loop.run_until_complete(response)
-        return response
-
-    def get(self, view: str, **kwargs: Any) -> Any:
-        return self.request("get", view, **kwargs)
-
-    def post(self, view: str, **kwargs: Any) -> Any:
-        return self.request("post", view, **kwargs)
-
-    def chunks(self, response: Any) -> list[dict[str, Any]]:
-        """Iterate a streaming response (now, after the middleware returned); its reads."""
-        if response.is_async:
-
-            async def collect() -> list[bytes]:
-                return [chunk async for chunk in response.streaming_content]
-
-            content = self.loop.run_until_complete(collect())
-        else:
-            content = list(response.streaming_content)
-        return [json.loads(line) for line in b"".join(content).splitlines()]
-
-
 @pytest.fixture(params=MODES)
 def browser(request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop) -> Browser:
     """A client in each mode."""
-    return Browser(request.param, loop)
+    return Browser(request.param, loop, ASYNC_VARIANTS)
 
 
 @pytest.fixture
 def new_browser(browser: Browser) -> Any:
     """Make another client in the same mode (a middleware chain of its own)."""
-    return lambda: Browser(browser.mode, browser.loop)
+    return browser.another
 
 
 def where(read: dict[str, Any]) -> str:
     """The database a reported read reached, by its marker row (the router must agree)."""
-    reached = [alias for alias, marker in MARKERS.items() if marker in read["names"]]
-    assert len(reached) == 1, f"a read saw {read['names']}"
-    assert read["db"] == reached[0], f"the router said {read['db']}, the rows came from {reached}"
-    return reached[0]
+    return browsing.where(read, MARKERS)
 
 
 def sources(response: Any) -> list[str]:
@@ -552,7 +500,7 @@ def test_a_resolver_returning_anything_else_is_a_usage_error(browser, method):
 )
 def test_an_async_resolver_is_awaited_under_asgi(loop, header, method, where_to):
     """A coroutine function as resolver: the async middleware awaits its answer."""
-    browser = Browser("asgi", loop)
+    browser = Browser("asgi", loop, ASYNC_VARIANTS)
     headers = {} if header is None else {"X-Route": header}
     with routed(resolver="tests.replica_views.by_header_async"):
         response = browser.request(method, "names", headers=headers)
@@ -563,7 +511,7 @@ def test_an_async_resolver_is_awaited_under_asgi(loop, header, method, where_to)
 
 def test_an_async_resolver_under_wsgi_is_a_usage_error(loop):
     """A sync middleware chain cannot await the resolver: the message says to use ASGI."""
-    browser = Browser("wsgi", loop)
+    browser = Browser("wsgi", loop, ASYNC_VARIANTS)
     with (
         routed(resolver="tests.replica_views.by_header_async"),
         pytest.raises(UsageError) as raised,
@@ -619,7 +567,7 @@ STREAMING_MODES = MODES
 @pytest.fixture(params=STREAMING_MODES)
 def streamer(request: pytest.FixtureRequest, loop: asyncio.AbstractEventLoop) -> Browser:
     """A client for the streaming views: sync iterators (WSGI, ASGI) and async ones (ASGI)."""
-    return Browser(request.param, loop)
+    return Browser(request.param, loop, ASYNC_VARIANTS)
 
 
 def view_read(response: Any) -> str:
@@ -733,7 +681,7 @@ def test_the_middleware_is_async_when_its_get_response_is():
 
 def test_an_async_view_runs_in_the_middlewares_thread(loop):
     """Under ASGI the middleware (its resolver) and the async view share the loop's thread."""
-    browser = Browser("asgi", loop)
+    browser = Browser("asgi", loop, ASYNC_VARIANTS)
     with routed(resolver="tests.replica_views.by_header"):
         answer = browser.get("names").json()
     assert answer["resolver_thread"] == answer["view_thread"] == threading.get_ident()
@@ -741,7 +689,7 @@ def test_an_async_view_runs_in_the_middlewares_thread(loop):
 
 def test_a_sync_view_under_wsgi_runs_in_the_middlewares_thread(loop):
     """Under WSGI everything is in the request's thread."""
-    browser = Browser("wsgi", loop)
+    browser = Browser("wsgi", loop, ASYNC_VARIANTS)
     with routed(resolver="tests.replica_views.by_header"):
         answer = browser.get("names").json()
     assert answer["resolver_thread"] == answer["view_thread"] == threading.get_ident()
@@ -823,7 +771,7 @@ def test_a_bad_replicas_value_is_a_usage_error():
 def test_choose_by_name(loop, choose):
     """The documented names of the replica choices are accepted."""
     with routed(choose=choose):
-        assert source(Browser("wsgi", loop).get("names")) in REPLICAS
+        assert source(Browser("wsgi", loop, ASYNC_VARIANTS).get("names")) in REPLICAS
 
 
 def test_choose_by_dotted_path(browser):
@@ -847,7 +795,7 @@ def test_inside_a_test_transaction_a_get_reads_the_primary(loop):
     The primary is in the test's transaction, and a replica would not see its
     uncommitted rows. Use transaction=True (TransactionTestCase) to test the routing.
     """
-    response = Browser("wsgi", loop).get("names")
+    response = Browser("wsgi", loop, ASYNC_VARIANTS).get("names")
     assert source(response) == "default"
     assert not pinned(response)
 

@@ -439,6 +439,88 @@ def test_a_retry_is_claimed_by_one_caller_only(clock: list[float]) -> None:
     assert down_replicas() == {"replica1": 5.0}
 
 
+# Explaining a read: Entry.read_reason() names the rule of Entry.read() that decided it.
+
+
+def explained(**options: Any) -> tuple[str, str]:
+    """Where a read of the innermost PrimaryReplica block goes here, and the reason given."""
+    entry = dynroute.replicas.current_entry()
+    assert entry is not None
+    alias = entry.read(Item)
+    assert alias == read_alias()  # the router asks the same rule
+    return alias, entry.read_reason(alias)
+
+
+def test_a_read_on_the_replica_chosen_on_entry_says_so() -> None:
+    """No pin, no transaction, the replica up: the replica chosen, and the reason says so."""
+    with in_database(policy=replicas(choose=lambda up: up[1])):
+        assert explained() == ("replica2", "the replica chosen on entry")
+
+
+def test_a_read_inside_use_primary_says_so() -> None:
+    """Inside use_primary(): the primary, for that reason (even before any write)."""
+    with in_database(policy=replicas()), use_primary():
+        assert explained() == ("default", "the primary, inside use_primary()")
+
+
+def test_a_read_after_a_write_says_it_is_pinned() -> None:
+    """After a write with pin_after_write: the primary, pinned."""
+    with in_database(policy=replicas()):
+        Item.objects.create(name="written")
+        assert explained() == ("default", "the primary, pinned after a write")
+
+
+def test_a_write_does_not_pin_a_block_that_does_not_pin_after_writes() -> None:
+    """pin_after_write=False, after a write by a block that pins: the transaction decides.
+
+    Pins are per thread and task: an inner block that does not pin reads its replica
+    after the outer block's write, and inside a transaction reads the primary for that
+    reason, never "pinned after a write" (which the panel once said, restating the rule).
+    """
+    with in_database(policy=replicas()):
+        Item.objects.create(name="written")
+        with in_database(policy=replicas(pin_after_write=False, choose=lambda up: up[0])):
+            assert explained() == ("replica1", "the replica chosen on entry")
+            with transaction.atomic():
+                assert explained() == ("default", "the primary, inside a transaction")
+
+
+def test_a_read_inside_a_transaction_on_the_primary_says_so() -> None:
+    """In a transaction on the primary: the primary, for that reason."""
+    with in_database(policy=replicas(pin_after_write=False)), transaction.atomic():
+        assert explained() == ("default", "the primary, inside a transaction")
+
+
+def test_a_read_with_every_replica_down_says_so(clock: list[float], broken: Any) -> None:
+    """Every replica down when the block was entered: the primary, and why."""
+    break_, _, _ = broken
+    break_("replica1")
+    break_("replica2")
+    block = in_database(policy=replicas())
+    with block:
+        read_alias()  # marks both down
+    with block:
+        assert explained() == ("default", "the primary, every replica is down")
+
+
+def test_a_read_on_another_replica_says_the_chosen_one_is_down(
+    clock: list[float], broken: Any
+) -> None:
+    """The replica chosen fails to connect: another one answers, and the reason says why."""
+    break_, _, _ = broken
+    break_("replica1")
+    with in_database(policy=replicas(choose=lambda up: up[0])):
+        assert explained() == ("replica2", "another replica (the one chosen is down)")
+
+
+def test_a_read_on_the_primary_for_no_listed_reason_says_the_primary() -> None:
+    """The primary named for a read no rule sent there (the panel's fallback wording)."""
+    with in_database(policy=replicas(choose=lambda up: up[0])):
+        entry = dynroute.replicas.current_entry()
+        assert entry is not None
+        assert entry.read_reason("default") == "the primary"
+
+
 # Relations
 
 

@@ -13,6 +13,7 @@ import it through this face.
 from __future__ import annotations
 
 from dynroute.core._decorating import (
+    Block,
     Decorator,
     SyncScope,
     iscoroutinefunction,
@@ -55,6 +56,7 @@ from dynroute.core._targets import (
 __all__ = [
     "ASK",
     "Answer",
+    "Block",
     "DatabaseAlias",
     "DatabaseConfiguration",
     "DatabaseSettings",

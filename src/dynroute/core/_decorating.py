@@ -19,7 +19,14 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
     from types import TracebackType
 
-__all__ = ["Decorator", "SyncScope", "decorate", "iscoroutinefunction", "markcoroutinefunction"]
+__all__ = [
+    "Block",
+    "Decorator",
+    "SyncScope",
+    "decorate",
+    "iscoroutinefunction",
+    "markcoroutinefunction",
+]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

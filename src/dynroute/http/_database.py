@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 
     from django.http import HttpResponseBase
 
-    from dynroute.core import RoutingPolicy
-    from dynroute.http._streaming import Scope
+    from dynroute.core import Block, RoutingPolicy
 
 __all__ = ["DatabaseMiddleware", "RequestRouteSettings"]
 
@@ -154,7 +153,7 @@ class DatabaseMiddleware:
             stream_in(response, scope)
         return response
 
-    def _scope(self, given: object, request: HttpRequest) -> Scope | None:
+    def _scope(self, given: object, request: HttpRequest) -> Block | None:
         """The block of the resolver's answer, locked to its database if asked."""
         if given is None:
             return None

@@ -275,23 +275,7 @@ class PrimaryReplicaMiddleware:
 
     def _pinned_by_cookie(self, request: HttpRequest) -> bool:
         """Return whether the request carries a valid pin cookie (its client wrote lately)."""
-        if not self.pin_seconds:
-            return False
-        value = request.COOKIES.get(self.cookie_name)
-        if value is None:
-            return False
-        key = (self.cookie_name, value)
-        signed_at = _VERIFIED.get(key)
-        if signed_at is None:
-            if (
-                request.get_signed_cookie(
-                    self.cookie_name, default=None, salt=_SALT, max_age=self.pin_seconds
-                )
-                is None
-            ):
-                return False  # forged, expired, or not ours
-            signed_at = _remember(key)
-        if time.time() - signed_at > self.pin_seconds:
+        if not self.pin_seconds or not _carries_pin(request, self.cookie_name, self.pin_seconds):
             return False
         if _switches.listening:
             observe.reads_pinned.send_robust(
@@ -336,6 +320,20 @@ class PrimaryReplicaMiddleware:
 _VERIFIED: dict[tuple[str, str], int] = {}
 _VERIFIED_MAX: Final = 4096
 _VERIFYING = threading.Lock()
+
+
+def _carries_pin(request: HttpRequest, name: str, pin_seconds: int) -> bool:
+    """Whether ``request`` has a pin cookie ``name`` we signed, at most ``pin_seconds`` ago."""
+    value = request.COOKIES.get(name)
+    if value is None:
+        return False
+    key = (name, value)
+    signed_at = _VERIFIED.get(key)
+    if signed_at is None:
+        if request.get_signed_cookie(name, default=None, salt=_SALT, max_age=pin_seconds) is None:
+            return False  # forged, expired, or not ours
+        signed_at = _remember(key)
+    return time.time() - signed_at <= pin_seconds
 
 
 def _remember(key: tuple[str, str]) -> int:

@@ -9,38 +9,18 @@ across a ``yield``: the consumer of a chunk is the server, not the request's cod
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from dynroute.exceptions import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
-    from types import TracebackType
 
     from django.http import HttpResponseBase, StreamingHttpResponse
 
-__all__ = ["Scope", "stream_in", "sync_answer"]
+    from dynroute.core import Block
 
-
-class Scope(Protocol):
-    """What a request runs in: a block, or a block and its route lock."""
-
-    def __enter__(self) -> object: ...
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-        /,
-    ) -> None: ...
-    async def __aenter__(self) -> object: ...
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-        /,
-    ) -> None: ...
+__all__ = ["stream_in", "sync_answer"]
 
 
 def sync_answer(given: object, setting: str) -> object:
@@ -61,8 +41,11 @@ def sync_answer(given: object, setting: str) -> object:
     return given
 
 
-def stream_in(response: HttpResponseBase, scope: Scope) -> None:
-    """Make a streaming response's iteration run in ``scope``, each chunk inside it."""
+def stream_in(response: HttpResponseBase, scope: Block) -> None:
+    """Make a streaming response's iteration run in ``scope``, each chunk inside it.
+
+    ``scope``: what the request ran in, a block (or a block and its route lock).
+    """
     streaming = cast("StreamingHttpResponse", response)
     content = streaming.streaming_content
     if streaming.is_async:
@@ -71,7 +54,7 @@ def stream_in(response: HttpResponseBase, scope: Scope) -> None:
         streaming.streaming_content = _routed_sync(content, scope)  # type: ignore[arg-type]  # django-stubs types the content as the sync iterator only
 
 
-def _routed_sync(content: Iterator[Any], block: Scope) -> Iterator[Any]:
+def _routed_sync(content: Iterator[Any], block: Block) -> Iterator[Any]:
     """Yield ``content``'s chunks, each produced inside the block (never across a yield)."""
     iterator = iter(content)
     while True:
@@ -83,7 +66,7 @@ def _routed_sync(content: Iterator[Any], block: Scope) -> Iterator[Any]:
         yield chunk
 
 
-async def _routed_async(content: AsyncIterator[Any], block: Scope) -> AsyncIterator[Any]:
+async def _routed_async(content: AsyncIterator[Any], block: Block) -> AsyncIterator[Any]:
     """As :func:`_routed_sync`, for an async iterator."""
     iterator = aiter(content)
     while True:

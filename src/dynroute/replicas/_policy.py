@@ -62,6 +62,15 @@ _PAIRS: set[tuple[str, tuple[str, ...]]] = set()
 PRIMARIES: set[str] = set()
 
 
+def _register(primary: str, replicas: tuple[str, ...]) -> None:
+    """Note a PrimaryReplica's aliases in the registries above."""
+    group = frozenset((primary, *replicas))
+    for alias in group:
+        _GROUPS[alias] = _GROUPS.get(alias, frozenset()) | group
+    _PAIRS.add((primary, replicas))
+    PRIMARIES.add(primary)
+
+
 def pairs() -> set[tuple[str, tuple[str, ...]]]:
     """Return the (primary, replicas) of every PrimaryReplica made in this process."""
     return _PAIRS
@@ -140,11 +149,7 @@ class PrimaryReplica:
         self._choose = choose
         self._counter = itertools.count()
         self._checked = False
-        group = frozenset((primary, *names))
-        for alias in group:
-            _GROUPS[alias] = _GROUPS.get(alias, frozenset()) | group
-        _PAIRS.add((primary, names))
-        PRIMARIES.add(primary)
+        _register(primary, names)
 
     def __repr__(self) -> str:
         """Show the aliases and the options (never a setting of a database)."""

@@ -13,7 +13,6 @@ join it (:mod:`dynroute.routing._features`).
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, cast, final
@@ -31,7 +30,7 @@ from dynroute.core import (
     set_frame,
 )
 from dynroute.replicas import PrimaryReplica
-from dynroute.routing._features import Features
+from dynroute.routing._features import Features, warn_dropped
 
 if sys.version_info >= (3, 13):
     from typing import TypeVar as DefaultTypeVar
@@ -41,11 +40,9 @@ else:  # pragma: no cover - TypeVar defaults (PEP 696) are new in 3.13
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from dynroute.core import Answer, DatabaseTarget, Frame
+    from dynroute.core import Answer, Frame
 
 __all__ = ["InDatabase", "Route"]
-
-logger = logging.getLogger("dynroute")
 
 # What route.alias is: str for a block with a target, str | None for a custom policy.
 _AliasT_co = DefaultTypeVar("_AliasT_co", bound="str | None", default="str | None", covariant=True)
@@ -93,23 +90,8 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
 
     def __init__(self, policy: RoutingPolicy, *, prevent_writes: bool = False) -> None:
         """Route by ``policy``, refusing writes if ``prevent_writes``. Use :func:`in_database`."""
-        target: DatabaseTarget | None
-        read: Answer
-        write: Answer
-        fixed = fixed_answers(policy)
-        primary_replica = policy if type(policy) is PrimaryReplica else None
-        if fixed is not None:
-            target, read, write = fixed
-            alias: str | None = target.alias
-        elif primary_replica is not None:
-            # Writes go to the primary, always: only reads ask the entry.
-            target, read, write = None, ASK, primary_replica.primary
-            alias = primary_replica.primary
-        else:
-            target, read, write = None, ASK, ASK
-            alias = None
-        configuration = target if type(target) is DatabaseConfiguration else None
-        self._features = Features(alias, configuration, primary_replica, prevent=prevent_writes)
+        features, read, write, ask = _plan(policy, prevent=prevent_writes)
+        self._features = features
         # Whether the next entry takes the checked path: always for a block that uses
         # a feature; for a block on an alias, until its checks have passed (Django does
         # not support removing a database at run time), and again when a switch is
@@ -117,13 +99,13 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         self._setup = True
         self._read = read
         self._write = write
-        self._ask = policy if fixed is None else None
+        self._ask = ask
         # Whether leaving must do more than restore the route (hence one test per exit).
-        self._leaving = not self._features.plain
-        self._route = cast("Route[_AliasT_co]", Route(alias, policy))
+        self._leaving = not features.plain
+        self._route = cast("Route[_AliasT_co]", Route(features.alias, policy))
         # The frame of an entry with no enclosing block is always the same: build it
         # once (frames are immutable, so entries in any thread or task can share it).
-        self._top_frame: Frame = (self, read, write, self._ask, None)
+        self._top_frame: Frame = (self, read, write, ask, None)
 
     @property
     def route(self) -> Route[_AliasT_co]:
@@ -200,16 +182,9 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
             self._features.leave(self)
 
     async def __aenter__(self) -> Route[_AliasT_co]:
-        """Route the queries of the current task, including the async ORM's.
-
-        A runtime configuration connects in the thread the async ORM uses.
-
-        Raises:
-            UnknownDatabaseError: The target alias is not in ``settings.DATABASES``.
-            ConfigurationError: A runtime configuration cannot be registered.
-            DatabaseConnectionError: A runtime configuration's database cannot be
-                reached; nothing is left registered.
-        """
+        """As ``__enter__``, for the current task: a runtime configuration connects in the
+        thread the async ORM runs its queries in. It raises what ``__enter__`` raises.
+        """  # noqa: D205 - the summary needs two lines
         features = self._features
         ask = features.policy(self._ask)
         if features.configuration is not None:
@@ -231,21 +206,9 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
         await self._features.aleave(self)
 
     def _release(self, dropped: list[object]) -> None:
-        """Release what blocks dropped without being left had set up.
-
-        Blocks are dropped when an enclosing block is left while they are still
-        active here: a generator suspended inside a block and abandoned, or a block
-        entered by hand and never left. Their route was in force outside the code
-        that entered them; the log says so, once per occurrence.
-        """
-        if not dropped:
-            return
-        logger.warning(
-            "%r was left while %d block(s) entered inside it were still active (a generator "
-            "suspended inside a block, or a block never left): they were dropped with it",
-            self,
-            len(dropped),
-        )
+        """Undo the entries of the blocks dropped by this one's exit (see core's pop())."""
+        if dropped:
+            warn_dropped(self, len(dropped))
         for owner in dropped:
             if isinstance(owner, InDatabase):  # always: only blocks push frames
                 owner._drop()  # noqa: SLF001 - a block of this class
@@ -253,3 +216,25 @@ class InDatabase(Decorator, Generic[_AliasT_co]):
     def _drop(self) -> None:
         """Undo this block's entry, which an enclosing block's exit dropped."""
         self._features.drop(self)
+
+
+def _plan(
+    policy: RoutingPolicy, *, prevent: bool
+) -> tuple[Features, Answer, Answer, RoutingPolicy | None]:
+    """What a block on ``policy`` uses, and what it answers without asking the policy.
+
+    Returns:
+        Its features; its answer for reads and for writes (an alias, ``None``, or
+        ``ASK``: see ``core.Frame``); the policy its frames ask per query, if any.
+    """
+    fixed = fixed_answers(policy)
+    if fixed is not None:
+        target, read, write = fixed
+        configuration = target if type(target) is DatabaseConfiguration else None
+        return Features(target.alias, configuration, None, prevent=prevent), read, write, None
+    if type(policy) is PrimaryReplica:
+        # Writes go to the primary, always: only reads ask the entry.
+        primary = policy.primary
+        return Features(primary, None, policy, prevent=prevent), ASK, primary, policy
+    # A custom policy has no single database: it is asked per query, both ways.
+    return Features(None, None, None, prevent=prevent), ASK, ASK, policy

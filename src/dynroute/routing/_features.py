@@ -15,6 +15,7 @@ entry and exit, and this is the one place that knows which room does what:
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, NoReturn, final
 
 from django.db import connections
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
     from dynroute.core import DatabaseConfiguration, RoutingPolicy
     from dynroute.replicas import PrimaryReplica
 
-__all__ = ["Features"]
+__all__ = ["Features", "warn_dropped"]
+
+logger = logging.getLogger("dynroute")
 
 
 @final
@@ -150,6 +153,21 @@ class Features:
         self._end(block, dropped=True)
         if self.configuration is not None:
             runtime.leave(self.configuration)
+
+
+def warn_dropped(block: object, count: int) -> None:
+    """Say that ``block`` was left while ``count`` blocks entered inside it were active.
+
+    They are dropped with it (see core's ``pop()``): a generator suspended inside a
+    block and abandoned, or a block entered by hand and never left. Their route was in
+    force outside the code that entered them; the log says so, once per occurrence.
+    """
+    logger.warning(
+        "%r was left while %d block(s) entered inside it were still active (a generator "
+        "suspended inside a block, or a block never left): they were dropped with it",
+        block,
+        count,
+    )
 
 
 def _unknown_alias(alias: str) -> NoReturn:
