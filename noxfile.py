@@ -15,6 +15,11 @@
 - ``mutation``: mutation testing of src/dynroute/ (mutmut), every mutant; prints the
   score. ``mutation_sample``: a fixed sample of them, in CI.
 - ``bench``: the benchmark in quick mode, to keep it working (no figure is asserted).
+- ``summary``: what the run skipped for a missing piece, and why (last).
+
+Off CI, a suite whose piece is missing here (a database server, the MariaDB client
+library that ``mysqlclient`` builds against, Chromium) is skipped, with the reason,
+and listed by ``summary``; with ``CI=true`` it fails instead, naming what to install.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import nox
+from nox.command import CommandFailed
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "venv"
@@ -38,9 +45,19 @@ nox.options.sessions = [
     "reliability",
     "mutation_sample",
     "bench",
+    "summary",
 ]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+ON_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+#: Where this run's test sessions note the suites they skipped for a missing piece
+#: (tests/helpers.py appends to it; ``summary`` prints it). Emptied when nox starts.
+SKIPPED = Path(".nox", "skipped.txt").resolve()
+SKIPPED.unlink(missing_ok=True)
+MARIADB_LIBRARY = (
+    "mysqlclient could not be built: install MariaDB's client library and pkg-config "
+    "(apt-get install libmariadb-dev pkg-config)"
+)
 
 # (Python, Django): every supported Django, each on a Python it supports.
 MATRIX = [("3.10", "4.2"), ("3.11", "5.2"), ("3.12", "6.0"), ("3.13", "6.1")]
@@ -75,14 +92,38 @@ _use_pyenv_interpreters()
 
 
 def _install_project(
-    session: nox.Session, django: str, *groups: str, extras: str = "[postgresql,mysql]"
+    session: nox.Session, django: str, *groups: str, extras: tuple[str, ...] = ("postgresql",)
 ) -> None:
+    """Install dynroute (editable) with ``extras``, a Django, and the dependency groups."""
     dependencies = [
         requirement
         for group in groups
         for requirement in nox.project.dependency_groups(PYPROJECT, group)
     ]
-    session.install("-e", f".{extras}", f"django~={django}.0", *dependencies)
+    listed = f"[{','.join(extras)}]" if extras else ""
+    session.install("-e", f".{listed}", f"django~={django}.0", *dependencies)
+
+
+def _install_mysql_driver(session: nox.Session) -> bool:
+    """Install the ``mysql`` extra's driver; return whether it could be built here.
+
+    ``mysqlclient`` compiles against MariaDB's client library: without it, off CI, the
+    MariaDB suite is skipped (and listed by ``summary``); on CI the session fails.
+    """
+    try:
+        session.install(*PYPROJECT["project"]["optional-dependencies"]["mysql"])
+    except CommandFailed:
+        if ON_CI:
+            session.error(f"CI=true and {MARIADB_LIBRARY}")
+        _note_skipped(f"the mariadb suite (session {session.name}): {MARIADB_LIBRARY}")
+        return False
+    return True
+
+
+def _note_skipped(what: str) -> None:
+    SKIPPED.parent.mkdir(parents=True, exist_ok=True)
+    with SKIPPED.open("a", encoding="utf-8") as file:
+        file.write(f"{what}\n")
 
 
 @nox.session
@@ -94,8 +135,9 @@ def _install_project(
 def tests(session: nox.Session, django: str) -> None:
     """Run the suite on one Django, against SQLite, PostgreSQL and MariaDB."""
     _install_project(session, django, "test")
+    backends = [b for b in BACKENDS if b != "mariadb" or _install_mysql_driver(session)]
     session.run("coverage", "erase")
-    for backend in BACKENDS:
+    for backend in backends:
         session.log(f"--- Django {django}, {backend} ---")
         session.run(
             "coverage",
@@ -104,7 +146,7 @@ def tests(session: nox.Session, django: str) -> None:
             "-m",
             "pytest",
             *session.posargs,
-            env={"DYNROUTE_TEST_DB": backend},
+            env={"DYNROUTE_TEST_DB": backend, "DYNROUTE_SKIPPED": str(SKIPPED)},
         )
     session.run("coverage", "combine", "--quiet")
     session.run("coverage", "report")
@@ -125,8 +167,13 @@ def reliability(session: nox.Session) -> None:
     session.run(
         "pytest",
         *RELIABILITY_SUITES,
+        "--timeout=1800",  # the state machine at full size takes minutes
         *session.posargs,
-        env={"DYNROUTE_TEST_DB": "postgresql", "DYNROUTE_RELIABILITY": "full"},
+        env={
+            "DYNROUTE_TEST_DB": "postgresql",
+            "DYNROUTE_RELIABILITY": "full",
+            "DYNROUTE_SKIPPED": str(SKIPPED),
+        },
     )
 
 
@@ -138,14 +185,23 @@ def mutation(session: nox.Session) -> None:
     mutation/equivalents.toml. Arguments go to mutation/run.py (``-- --max-children 4``).
     """
     _install_project(session, LATEST_DJANGO, "test", "mutation")
-    session.run("python", "mutation/run.py", *session.posargs)
+    session.run(
+        "python", "mutation/run.py", *session.posargs, env={"DYNROUTE_SKIPPED": str(SKIPPED)}
+    )
 
 
 @nox.session(python=LATEST_PYTHON)
 def mutation_sample(session: nox.Session) -> None:
     """Mutation testing of a fixed sample of mutants: what CI runs of ``mutation``."""
     _install_project(session, LATEST_DJANGO, "test", "mutation")
-    session.run("python", "mutation/run.py", "--sample", MUTATION_SAMPLE, *session.posargs)
+    session.run(
+        "python",
+        "mutation/run.py",
+        "--sample",
+        MUTATION_SAMPLE,
+        *session.posargs,
+        env={"DYNROUTE_SKIPPED": str(SKIPPED)},
+    )
 
 
 MUTATION_SAMPLE = "80"
@@ -158,7 +214,7 @@ def typing(session: nox.Session) -> None:
     No database driver: nothing type-checked imports one, and mysqlclient would need
     libmariadb-dev to build.
     """
-    _install_project(session, LATEST_DJANGO, "typing", extras="[debug-toolbar]")
+    _install_project(session, LATEST_DJANGO, "typing", extras=("debug-toolbar",))
     session.run("mypy")
     session.run("pyright")
 
@@ -167,16 +223,16 @@ def typing(session: nox.Session) -> None:
 def browser(session: nox.Session) -> None:
     """The routing panel (dynroute.contrib.debug_toolbar), also in headless Chromium.
 
-    Needs Debian's chromium and chromium-driver (.ci/run installs them). Runs with CI
-    semantics: a missing browser, driver or selenium fails instead of skipping.
+    Needs Debian's chromium and chromium-driver (.ci/run installs them): without them
+    the browser test is skipped off CI (``summary`` lists it), and fails on CI.
     """
-    _install_project(session, LATEST_DJANGO, "browser", extras="[debug-toolbar]")
+    _install_project(session, LATEST_DJANGO, "browser", extras=("debug-toolbar",))
     session.run(
         "pytest",
         "tests/toolbar",
         "--ds=tests.toolbar.settings",
         *session.posargs,
-        env={"CI": "true", "DYNROUTE_TEST_DB": "sqlite"},
+        env={"DYNROUTE_TEST_DB": "sqlite", "DYNROUTE_SKIPPED": str(SKIPPED)},
     )
 
 
@@ -197,6 +253,18 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     # import-linter reads the source without importing it: src/ on the path is enough.
     session.run("lint-imports", env={"PYTHONPATH": "src"})
+
+
+@nox.session(python=False)
+def summary(session: nox.Session) -> None:
+    """Say what this run skipped for a missing piece, and why (once per piece)."""
+    noted = SKIPPED.read_text(encoding="utf-8").splitlines() if SKIPPED.exists() else []
+    if not noted:
+        session.log("Nothing was skipped for a missing server, driver library or browser.")
+        return
+    session.log("Skipped here, for a missing piece (with CI=true each is a failure):")
+    for line in dict.fromkeys(noted):
+        session.log(f"  - {line}")
 
 
 @nox.session(python=LATEST_PYTHON)

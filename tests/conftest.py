@@ -15,7 +15,7 @@ from django.db import connections
 from dynroute.core._stack import CURRENT
 from tests import figures
 from tests import settings as test_settings
-from tests.helpers import ON_CI
+from tests.helpers import ON_CI, note_skipped
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -55,6 +55,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return
     if ON_CI:
         raise pytest.UsageError(f"CI=true and the test database is missing: {problem}")
+    note_skipped(f"the {test_settings.BACKEND} suite: {problem}")
     marker = pytest.mark.skip(reason=f"{problem} (set CI=true to make this an error)")
     for item in items:
         item.add_marker(marker)

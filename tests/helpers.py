@@ -71,4 +71,17 @@ def unavailable(what: str) -> NoReturn:
     """Skip the test because ``what`` is missing here; on CI (``CI=true``), fail instead."""
     if ON_CI:
         pytest.fail(f"CI=true and {what}")
+    note_skipped(what)
     pytest.skip(f"{what} (set CI=true to make this an error)")
+
+
+def note_skipped(what: str) -> None:
+    """Add ``what`` to the run's list of suites skipped for a missing piece.
+
+    ``nox`` sets ``DYNROUTE_SKIPPED`` to a file, and prints its lines, once each, in a
+    summary at the end of the run.
+    """
+    log = os.environ.get("DYNROUTE_SKIPPED")
+    if log:
+        with open(log, "a", encoding="utf-8") as file:  # noqa: PTH123 - one line appended
+            file.write(f"{what}\n")

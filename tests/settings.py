@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 BACKEND = os.environ.get("DYNROUTE_TEST_DB", "sqlite")
-# Distinguishes the test databases of a Django test runner started from the suite.
-SUFFIX = os.environ.get("DYNROUTE_TEST_NAME_SUFFIX", "")
+# Appended to the test databases' names. By default the process id: two runs on one
+# server (two sessions, a helper's run beside CI's) never share a test database; a
+# Django test runner started from the suite is given a suffix of its own.
+SUFFIX = os.environ.get("DYNROUTE_TEST_NAME_SUFFIX", f"_{os.getpid()}")
 
 
 ALIASES = ("default", "other", "replica1", "replica2")

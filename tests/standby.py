@@ -5,7 +5,14 @@ temporary directory (``pg_basebackup -R``: it writes the standby's connection to
 primary) and starts it with ``pg_ctl`` on a free port, as the ``postgres`` user
 (DJANGO_NOTES §12). The server must accept replication connections from 127.0.0.1:
 if its ``pg_hba.conf`` does not, ``start()`` adds the line and reloads it (root, or
-the file's owner, can). Everything it starts, ``Standby.stop()`` stops and deletes.
+the file's owner, can). Everything it starts, ``Standby.remove()`` stops and deletes.
+
+The standby streams through a replication slot of its own (``-C -S``), which keeps
+on the primary every WAL segment the standby has not received yet: without one, the
+server's other work (another suite creating databases, with ``wal_keep_size=0``)
+can remove a segment the standby still needs, and it stops replaying. ``remove()``
+drops the slot (a slot left behind would keep WAL forever); ``start()`` first drops
+the slots that runs which died left, inactive ones of the same prefix.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 REPLICATION_LINE = "host replication all 127.0.0.1/32 trust"
+#: The replication slots of the standbys of this suite: the prefix, then the run's pid.
+SLOT_PREFIX = "dynroute_standby_"
 
 
 class StandbyError(Exception):
@@ -36,6 +45,7 @@ class Standby:
     port: int
     directory: Path
     pg_ctl: str
+    slot: str
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: connections are closed)."""
@@ -55,11 +65,16 @@ class Standby:
             ]
         )
 
-    def remove(self) -> None:
-        """Stop the server if it runs, and delete its directory."""
+    def remove(self, primary_cursor: Any) -> None:
+        """Stop the server if it runs, delete its directory, drop its slot on the primary."""
         with contextlib.suppress(StandbyError):  # already stopped
             self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+        primary_cursor.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = %s",
+            [self.slot],
+        )
 
 
 def start(primary: dict[str, Any], cursor: Any) -> Standby:
@@ -85,10 +100,11 @@ def start(primary: dict[str, Any], cursor: Any) -> Standby:
         raise StandbyError(f"no pg_ctl for PostgreSQL {major} (looked in /usr/lib/postgresql)")
     pg_basebackup = str(Path(pg_ctl).with_name("pg_basebackup"))
     _allow_replication(cursor)
+    _drop_abandoned_slots(cursor)
     directory = Path(tempfile.mkdtemp(prefix="dynroute-standby-"))
     shutil.chown(directory, "postgres")
     port = _free_port()
-    standby = Standby(port, directory, pg_ctl)
+    standby = Standby(port, directory, pg_ctl, f"{SLOT_PREFIX}{os.getpid()}")
     try:
         _as_postgres(
             [
@@ -105,6 +121,9 @@ def start(primary: dict[str, Any], cursor: Any) -> Standby:
                 "-X",
                 "stream",
                 "--checkpoint=fast",
+                "--create-slot",
+                "--slot",
+                standby.slot,
             ]
         )
         # Debian keeps the server's configuration outside its data directory: give
@@ -119,7 +138,7 @@ def start(primary: dict[str, Any], cursor: Any) -> Standby:
             shutil.chown(data / name, "postgres")
         standby.start()
     except BaseException:
-        standby.remove()
+        standby.remove(cursor)
         raise
     return standby
 
@@ -136,6 +155,18 @@ def wait_for_replay(primary_cursor: Any, standby_cursor: Any, *, seconds: float 
         if time.monotonic() > deadline:
             raise StandbyError(f"the standby did not replay up to {target} in {seconds} s")
         time.sleep(0.01)
+
+
+def _drop_abandoned_slots(cursor: Any) -> None:
+    """Drop this suite's slots that no standby uses: left by runs that died before removing them.
+
+    A slot in use (a concurrent run's standby) is active, and kept.
+    """
+    cursor.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+        "WHERE slot_name LIKE %s AND NOT active",
+        [SLOT_PREFIX.replace("_", r"\_") + "%"],
+    )
 
 
 def _allow_replication(cursor: Any) -> None:

@@ -124,9 +124,9 @@ def standby(django_db_setup: None, django_db_blocker: Any) -> Iterator[standby_s
     try:
         yield server
     finally:
-        with django_db_blocker.unblock():
+        with django_db_blocker.unblock(), connections["default"].cursor() as cursor:
             connections["standby"].close()
-        server.remove()
+            server.remove(cursor)
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ def test_django_test_runner_with_the_mixin():
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DYNROUTE_TEST_NAME_SUFFIX": "_runner",
+        "DYNROUTE_TEST_NAME_SUFFIX": f"_runner{os.getpid()}",  # apart from this run's
         "PYTHONPATH": str(ROOT),
     }
     done = subprocess.run(
