@@ -478,15 +478,51 @@ def test_a_dropped_block_whose_scope_is_already_gone(data, caplog):
     Item.objects.create(name="allowed")
 
 
-def test_a_statement_that_is_not_a_string_is_refused(data):
+class Composed:
+    """A driver's composed statement, as psycopg's ``sql`` objects: rendered for a connection."""
+
+    def __init__(self, rendered: object) -> None:
+        self.rendered = rendered
+        self.rendered_for: list[object] = []
+
+    def as_string(self, context: object) -> object:
+        """The statement's text, quoted for ``context`` (the driver's connection)."""
+        self.rendered_for.append(context)
+        return self.rendered
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [b"DELETE FROM testapp_item", Composed(b"DELETE FROM testapp_item")],
+    ids=["bytes", "composed into bytes"],
+)
+def test_a_statement_that_is_not_a_string_is_refused(data, statement: object):
     """Bytes, or anything the hook cannot read, never reach the driver."""
     with (
         prevent_writes(),
         connection.cursor() as cursor,
         pytest.raises(WriteForbiddenError) as raised,
     ):
-        cursor.execute(b"DELETE FROM testapp_item")
+        cursor.execute(statement)
     assert str(raised.value) == sql_refusal("default", "(a statement that is not a string)")
+    assert contents()["default"] == ["kept"]
+
+
+def test_a_composed_statement_is_read_as_rendered_for_its_connection(data):
+    """A composed statement is classified by the text it renders for the driver's connection.
+
+    As psycopg's sql objects, which quote with the connection's encoding and adapters.
+    """
+    statement = Composed("DELETE FROM testapp_item")
+    with (
+        prevent_writes(),
+        connection.cursor() as cursor,
+        pytest.raises(WriteForbiddenError) as raised,
+    ):
+        cursor.execute(statement)
+    assert str(raised.value) == sql_refusal("default", "DELETE FROM testapp_item")
+    assert statement.rendered_for == [connection.connection]
+    assert contents()["default"] == ["kept"]
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="psycopg's sql.Composable")
