@@ -103,8 +103,9 @@ def test_code_that_assigns_into_the_settings_still_can(runtime):
     django-dynamic-db-router and test helpers add databases so.
     """
     with in_database(runtime) as route:
-        connections.databases["added_by_hand"] = dict(connections.settings["default"])
-        assert "added_by_hand" in connections.settings
+        added = dict(connections.settings["default"])
+        connections.databases["added_by_hand"] = added
+        assert connections.settings["added_by_hand"] is added
         assert list(connections.settings)[-1] == "added_by_hand"
         connections.databases["added_by_hand"] = connections.settings["other"]
         assert connections.settings["added_by_hand"] is connections.settings["other"]
@@ -113,6 +114,15 @@ def test_code_that_assigns_into_the_settings_still_can(runtime):
         assert route.alias in connections.settings
         with pytest.raises(KeyError):
             del connections.databases["added_by_hand"]
+
+
+def test_the_settings_show_their_aliases_in_order_never_their_settings(runtime):
+    """The repr of connections.settings with a runtime alias: the aliases in order, no settings."""
+    with in_database(runtime) as route:
+        shown = repr(connections.settings)
+    aliases = ", ".join(repr(alias) for alias in [*connections.settings, route.alias])
+    assert shown == f"<dynroute's connections.settings: {aliases}>"
+    assert "PASSWORD" not in shown
 
 
 def test_settings_replaced_by_other_code_lose_only_the_alias_that_goes(runtime, tmp_path):
@@ -139,3 +149,17 @@ def test_literals_are_blanked_for_display_names_and_placeholders_kept():
     assert blank_literals("SELECT `a` FROM `b` WHERE c = 'v'", "mysql") == (
         "SELECT `a` FROM `b` WHERE c = ?"
     )
+
+
+def test_values_are_blanked_by_the_quoting_rules_of_the_backend():
+    """A literal only one backend quotes so is blanked there: MySQL's "...", PostgreSQL's $$."""
+    assert blank_literals('SELECT a FROM b WHERE c = "secret"', "mysql") == (
+        "SELECT a FROM b WHERE c = ?"
+    )
+    assert blank_literals("SELECT a FROM b WHERE c = $$secret$$", "postgresql") == (
+        "SELECT a FROM b WHERE c = ?"
+    )
+    assert blank_literals("SELECT a FROM b WHERE c = E'it\\'s secret'", "postgresql") == (
+        "SELECT a FROM b WHERE c = ?"
+    )
+    assert blank_literals('SELECT "c" FROM b', "sqlite") == 'SELECT "c" FROM b'

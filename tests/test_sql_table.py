@@ -68,6 +68,7 @@ COMMON = [
     ("ALTER TABLE", [f"ALTER TABLE {T} ADD COLUMN c int"], REFUSED),
     ("a stacked delete", [f"SELECT 1; DELETE FROM {T}"], REFUSED),
     ("a stacked delete, no space", [f"SELECT 1;DELETE FROM {T}"], REFUSED),
+    ("a stacked statement with no write word", ["SELECT 1; VACUUM"], REFUSED),
     ("a block comment hiding a delete", [f"/* SELECT */ DELETE FROM {T}"], REFUSED),
     ("a line comment hiding a delete", [f"-- SELECT\nDELETE FROM {T}"], REFUSED),
     ("a delete in parentheses", [f"(DELETE FROM {T})"], REFUSED),
