@@ -3,23 +3,28 @@
 Every block writes a row of its own and reads it back; at the end the runtime
 database holds exactly those rows, default holds none, and the server shows no
 session left for the runtime database (pg_stat_activity, MariaDB's process list, or
-for SQLite the process's open files).
+for SQLite the process's open files). Receivers hear of the configurations that blocks
+in two threads register and close, none kept back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from typing import TYPE_CHECKING, Any
 
 import django
 import pytest
 from django.db import connections
 
-from dynroute import in_database
-from dynroute.runtime import active_aliases
+from dynroute import in_database, signals
+from dynroute.runtime import _registry, active_aliases
 from tests import settings as test_settings
 from tests.runtime import BACKEND, names, sessions
 from tests.testapp.models import Item
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
 
@@ -118,3 +123,62 @@ def test_a_pooled_configuration_under_async_tasks_closes_its_pool(runtime):
     asyncio.run(main())
     assert len(names(runtime)) == TASKS
     assert sessions(runtime, expected=0) == 0
+
+
+class StoppingSender:
+    """The registry's sender lock: as it is first released, another thread runs a block.
+
+    That thread queues its configuration events while the sender still holds the lock,
+    so it leaves them to the sender, which has just found the queue empty.
+    """
+
+    def __init__(self, in_another_thread: Callable[[], None]) -> None:
+        self._lock = threading.Lock()
+        self._in_another_thread = in_another_thread
+        self.waited: list[bool] = []  # asserted by the test: raising here keeps the lock
+
+    def acquire(self, blocking: bool = True) -> bool:  # noqa: FBT001, FBT002 - Lock's signature
+        return self._lock.acquire(blocking)
+
+    def release(self) -> None:
+        if not self.waited:
+            worker = threading.Thread(target=self._in_another_thread)
+            worker.start()
+            worker.join(timeout=30)
+            self.waited.append(not worker.is_alive())
+        self._lock.release()
+
+
+def test_events_left_to_a_sender_as_it_stops_are_heard_before_its_block_starts(
+    runtime, fresh_alias, monkeypatch
+):
+    """A sender looks at the queue again once it stops: another thread's events are not kept."""
+    heard: list[tuple[str, str]] = []
+    meanwhile: list[str] = []
+
+    def receiver(sender: object, alias: str, signal: Any, **kwargs: Any) -> None:
+        kind = "registered" if signal is signals.configuration_registered else "closed"
+        heard.append((kind, alias))
+
+    def in_another_thread() -> None:
+        with in_database(runtime, alias=fresh_alias("meanwhile")) as route:
+            meanwhile.append(route.alias)
+
+    sender = StoppingSender(in_another_thread)
+    monkeypatch.setattr(_registry, "_SENDING", sender)
+    signals.configuration_registered.connect(receiver)
+    signals.configuration_closed.connect(receiver)
+    try:
+        with in_database(runtime, alias=fresh_alias("sending")) as route:
+            heard_on_entry = list(heard)
+    finally:
+        signals.configuration_registered.disconnect(receiver)
+        signals.configuration_closed.disconnect(receiver)
+    assert sender.waited == [True]
+    assert heard_on_entry == [
+        ("registered", route.alias),
+        ("registered", meanwhile[0]),
+        ("closed", meanwhile[0]),
+    ]
+    assert heard[3:] == [("closed", route.alias)]
+    assert not active_aliases()
