@@ -18,7 +18,7 @@ from tests.browsing import aread, read
 from tests.testapp.models import Item
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Generator, Iterator
 
 TENANT_DATABASES = ("other", "replica1", "replica2")
 #: How many chunks a streaming view yields (each one from a query of its own).
@@ -41,8 +41,8 @@ def tenant_database(request: HttpRequest) -> object:
         return dynroute.ReadOnly("replica1")
     if tenant == "block":
         return dynroute.in_database("replica2")  # reads only: its own flags
-    if tenant == "policy-any":
-        return Anywhere()
+    if tenant in CUSTOM_POLICIES:
+        return CUSTOM_POLICIES[tenant]()
     return TENANT_DATABASES[int(tenant) % len(TENANT_DATABASES)]
 
 
@@ -50,6 +50,32 @@ async def atenant_database(request: HttpRequest) -> object:
     """The resolver as a coroutine function (ASGI)."""
     await asyncio.sleep(0)
     return tenant_database(request)
+
+
+def deferred_tenant_database(request: HttpRequest) -> object:
+    """A resolver answering with an awaitable that is not a coroutine (it has no close())."""
+    return Deferred(tenant_database(request))
+
+
+class Deferred:
+    """An answer to await: the target, once awaited."""
+
+    def __init__(self, target: object) -> None:
+        self.target = target
+
+    def __await__(self) -> Generator[None, None, object]:
+        yield from ()
+        return self.target
+
+
+class TenantResolver:
+    """A resolver that is an object, not a function (it has no ``__qualname__``)."""
+
+    def __call__(self, request: HttpRequest) -> object:
+        return tenant_database(request)
+
+
+resolver_object = TenantResolver()
 
 
 class Anywhere:
@@ -60,6 +86,20 @@ class Anywhere:
 
     def db_for_write(self, model: object, /, **hints: object) -> str | None:
         return None
+
+
+class ReadsOnly:
+    """Half a policy: db_for_read without db_for_write."""
+
+    def db_for_read(self, model: object, /, **hints: object) -> str | None:
+        return "replica1"
+
+
+#: What the resolver returns for these tenants: a new object of the class.
+CUSTOM_POLICIES: dict[str, type[Anywhere | ReadsOnly]] = {
+    "policy-any": Anywhere,
+    "half-policy": ReadsOnly,
+}
 
 
 def reads(request: HttpRequest) -> JsonResponse:

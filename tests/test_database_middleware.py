@@ -60,6 +60,11 @@ def where(read: dict[str, Any]) -> str:
     return browsing.where(read, MARKERS)
 
 
+def path(browser: Browser, view: str) -> str:
+    """The path a browser's request to ``view`` has (an async view's under ASGI)."""
+    return f"/{'a' if browser.mode == 'asgi' else ''}{view}/"
+
+
 def source(response: Any) -> str:
     """Where the one read of a view's response went."""
     assert response.status_code == 200, response.content
@@ -119,6 +124,26 @@ def test_an_async_resolver_under_wsgi_is_refused_with_the_fix(loop):
     """A coroutine resolver cannot run in a sync chain: the error says what to do."""
     with (
         served(DYNROUTE_REQUEST_ROUTE="tests.tenant_views.atenant_database"),
+        pytest.raises(UsageError) as raised,
+    ):
+        Browser("wsgi", loop).get("reads", {"tenant": 1})
+    assert str(raised.value) == (
+        "The resolver of settings.DYNROUTE_REQUEST_ROUTE is a coroutine function, which "
+        "needs an async middleware chain (ASGI): make it a plain function under WSGI."
+    )
+
+
+def test_an_awaitable_answer_is_awaited_under_asgi(loop):
+    """Not only a coroutine: any awaitable the resolver returns is awaited."""
+    browser = Browser("asgi", loop)
+    with served(DYNROUTE_REQUEST_ROUTE="tests.tenant_views.deferred_tenant_database"):
+        assert source(browser.get("reads", {"tenant": 1})) == "replica1"
+
+
+def test_an_awaitable_answer_under_wsgi_is_refused_with_the_fix(loop):
+    """An awaitable that is not a coroutine (no close()) is refused as a coroutine is."""
+    with (
+        served(DYNROUTE_REQUEST_ROUTE="tests.tenant_views.deferred_tenant_database"),
         pytest.raises(UsageError, match="make it a plain function under WSGI"),
     ):
         Browser("wsgi", loop).get("reads", {"tenant": 1})
@@ -180,9 +205,15 @@ def test_a_lock_on_a_policy_without_one_database_is_refused(browser):
     """A custom policy has no single database to lock to: a UsageError says so."""
     with (
         served(DYNROUTE_REQUEST_LOCK=True),
-        pytest.raises(UsageError, match="has no single database"),
+        pytest.raises(UsageError) as raised,
     ):
         browser.get("reads", {"tenant": "policy-any"})
+    message = str(raised.value)
+    assert message.startswith("settings.DYNROUTE_REQUEST_LOCK locks a request to one database")
+    assert message.endswith(
+        f"for GET {path(browser, 'reads')}, whose policy has no single database: "
+        "return an alias, a settings dict or a block on one."
+    )
 
 
 # Failures
@@ -214,6 +245,7 @@ def test_an_unreachable_tenant_database_leaves_nothing_registered(
     ("settings", "message"),
     [
         ({"DYNROUTE_REQUEST_ROUTE": None}, "needs settings.DYNROUTE_REQUEST_ROUTE"),
+        ({"DYNROUTE_REQUEST_ROUTE": tenant_views.tenant_database}, "dotted path .*got function"),
         ({"DYNROUTE_REQUEST_ROUTE": "tests.tenant_views.nowhere"}, "cannot be imported"),
         ({"DYNROUTE_REQUEST_ROUTE": "tests.tenant_views.CHUNKS"}, "not a function"),
         ({"DYNROUTE_REQUEST_LOCK": "yes"}, "must be True or False, got 'yes'"),
@@ -225,12 +257,44 @@ def test_bad_settings_are_refused_naming_them(settings, message):
         DatabaseMiddleware(lambda _request: None)
 
 
+def test_a_missing_route_setting_is_refused_saying_what_it_is():
+    """Without DYNROUTE_REQUEST_ROUTE at all: what to set, when the chain is built."""
+    with pytest.raises(ConfigurationError) as raised:
+        DatabaseMiddleware(lambda _request: None)
+    assert str(raised.value) == (
+        "DatabaseMiddleware needs settings.DYNROUTE_REQUEST_ROUTE, the dotted path of a "
+        "function (request) -> target; got NoneType."
+    )
+
+
 def test_a_resolver_returning_something_else_is_refused_by_type_only(browser, monkeypatch):
     """The message names the type, never the value (it may be settings with a password)."""
     monkeypatch.setattr(tenant_views, "tenant_database", lambda _request: ["s3cret"])
     with served(), pytest.raises(UsageError, match=r"returned a list for GET /") as raised:
         browser.get("reads", {"tenant": 0})
     assert "s3cret" not in str(raised.value)
+
+
+def test_half_a_policy_is_refused_naming_what_a_resolver_may_return(browser):
+    """An object with db_for_read() but no db_for_write() is not a RoutingPolicy."""
+    with served(), pytest.raises(UsageError) as raised:
+        browser.get("reads", {"tenant": "half-policy"})
+    assert str(raised.value) == (
+        "The resolver of settings.DYNROUTE_REQUEST_ROUTE returned a ReadsOnly for GET "
+        f"{path(browser, 'reads')}: it must return an alias, a settings dict, a "
+        "RoutingPolicy, an in_database() block, or None."
+    )
+
+
+@pytest.mark.parametrize(
+    ("resolver", "shown"),
+    [(RESOLVER, "tenant_database"), ("tests.tenant_views.resolver_object", "TenantResolver")],
+)
+def test_the_repr_shows_the_resolver_and_the_lock(resolver, shown):
+    """A function by its name, an object by its type; and whether requests are locked."""
+    with served(DYNROUTE_REQUEST_ROUTE=resolver, DYNROUTE_REQUEST_LOCK=True):
+        middleware = DatabaseMiddleware(lambda _request: None)
+    assert repr(middleware) == f"DatabaseMiddleware(resolver={shown}, lock=True)"
 
 
 # Concurrency
