@@ -129,6 +129,30 @@ async def astream(request: HttpRequest) -> StreamingHttpResponse:
     return response
 
 
+def _writes() -> Iterator[bytes]:
+    for number in range(CHUNKS):
+        name = f"streamed {number}"
+        Item.objects.create(name=name)
+        yield json.dumps({"created": name}).encode() + b"\n"
+
+
+async def _awrites() -> AsyncIterator[bytes]:
+    for number in range(CHUNKS):
+        name = f"streamed {number}"
+        await Item.objects.acreate(name=name)
+        yield json.dumps({"created": name}).encode() + b"\n"
+
+
+def stream_writes(request: HttpRequest) -> StreamingHttpResponse:
+    """Stream :data:`CHUNKS` writes made while the response is iterated (any method)."""
+    return StreamingHttpResponse(_writes(), content_type="application/x-ndjson")
+
+
+async def astream_writes(request: HttpRequest) -> StreamingHttpResponse:
+    """As :func:`stream_writes`, async, with an async iterator."""
+    return StreamingHttpResponse(_awrites(), content_type="application/x-ndjson")
+
+
 @dynroute.use_primary
 def primary_stream(request: HttpRequest) -> StreamingHttpResponse:
     """As :func:`stream`, with ``@use_primary``."""
@@ -174,6 +198,8 @@ urlpatterns = [
     path("aprimary/", aprimary),
     path("stream/", stream),
     path("astream/", astream),
+    path("stream-writes/", stream_writes),
+    path("astream-writes/", astream_writes),
     path("primary-stream/", primary_stream),
     path("aprimary-stream/", aprimary_stream),
 ]

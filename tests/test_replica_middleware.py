@@ -49,7 +49,15 @@ COOKIE = "dynroute_pin"
 #: The row only each database has: where a query's rows came from.
 MARKERS = {"default": "on-primary", "replica1": "on-replica1", "replica2": "on-replica2"}
 #: The views with an async variant ("a" + their name).
-ASYNC_VARIANTS = {"names", "create", "create-using", "primary", "stream", "primary-stream"}
+ASYNC_VARIANTS = {
+    "names",
+    "create",
+    "create-using",
+    "primary",
+    "stream",
+    "stream-writes",
+    "primary-stream",
+}
 
 
 def routed(*, settings: dict[str, Any] | None = None, **config: Any) -> override_settings:
@@ -92,6 +100,16 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
     monkeypatch.setattr(signing, "time", fake)
     monkeypatch.setattr(middleware, "time", fake)
     return frozen
+
+
+@pytest.fixture(autouse=True)
+def _verified(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start with no pin cookie found valid.
+
+    Cookies signed in the same second are the same: one an earlier test verified would
+    skip the signature check this test makes.
+    """
+    monkeypatch.setattr(middleware, "_VERIFIED", {})
 
 
 @pytest.fixture(params=MODES)
@@ -199,6 +217,14 @@ def test_the_pin_cookie_is_signed_and_lasts_pin_seconds(browser, pin_seconds):
     assert cookie.value != "1"
     assert cookie.value.startswith("1:")
     assert cookie["max-age"] == pin_seconds
+
+
+def test_the_pin_lasts_2_seconds_by_default(browser):
+    """Without pin_seconds: the documented default, 2."""
+    config = {key: value for key, value in CONFIG.items() if key != "pin_seconds"}
+    with override_settings(DYNROUTE_PRIMARY_REPLICA=config):
+        cookie = browser.post("names").cookies[COOKIE]
+    assert cookie["max-age"] == 2
 
 
 def test_the_pin_cookie_has_the_session_cookies_attributes_by_default(browser):
@@ -371,7 +397,6 @@ def test_the_cookies_found_valid_are_bounded_oldest_dropped_first(
 ):
     """Past the bound, the oldest remembered cookie is dropped, then checked again."""
     monkeypatch.setattr(middleware, "_VERIFIED_MAX", 2)
-    monkeypatch.setattr(middleware, "_VERIFIED", {})
     values = []
     for _ in range(3):
         values.append(browser.post("names").cookies[COOKIE].value)
@@ -382,6 +407,33 @@ def test_the_cookies_found_valid_are_bounded_oldest_dropped_first(
         other.client.cookies[COOKIE] = value
         assert source(other.get("names")) == "default"
     assert [key[1] for key in middleware._VERIFIED] == values[1:]
+
+
+def test_expired_cookies_do_not_push_out_the_ones_found_valid(
+    browser, new_browser, clock, monkeypatch
+):
+    """An expired cookie is refused without being remembered: it pushes out no live one."""
+    monkeypatch.setattr(middleware, "_VERIFIED_MAX", 2)
+    expired = []
+    for _ in range(2):
+        expired.append(browser.post("names").cookies[COOKIE].value)
+        clock.now += 1
+    clock.now += 5  # both older than pin_seconds (2)
+    valid = browser.post("names").cookies[COOKIE].value
+    assert source(browser.get("names")) == "default"  # checked, and remembered
+    for value in expired:
+        other = new_browser()
+        other.client.cookies[COOKIE] = value
+        assert source(other.get("names")) in REPLICAS
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        msg = "the signature was checked again"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(HttpRequest, "get_signed_cookie", refuse)
+    other = new_browser()
+    other.client.cookies[COOKIE] = valid
+    assert source(other.get("names")) == "default"
 
 
 def test_the_pin_lasts_pin_seconds(browser, clock):
@@ -655,6 +707,20 @@ def test_the_stream_of_a_get_the_resolver_sent_to_the_primary_reads_it(streamer)
     assert [where(read) for read in streamer.chunks(response)] == ["default"] * 3
 
 
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_a_streams_writes_go_to_the_primary(streamer, method):
+    """Writes made while a response is streamed go to the primary, wherever it reads.
+
+    The primary is not "default" here: a write that no block routes goes there anyway.
+    """
+    with routed(primary="replica2", replicas=["replica1"]):
+        response = streamer.request(method, "stream-writes")
+        created = [chunk["created"] for chunk in streamer.chunks(response)]
+    assert len(created) == replica_views.CHUNKS
+    for alias, count in [("replica2", replica_views.CHUNKS), ("default", 0), ("replica1", 0)]:
+        assert Item.objects.using(alias).filter(name__in=created).count() == count, alias
+
+
 def test_the_stream_of_a_use_primary_view_reads_the_primary(streamer):
     """The view read from the primary: its stream does too (after the decorator's scope)."""
     response = streamer.get("primary-stream")
@@ -745,6 +811,35 @@ def test_a_bad_configuration_is_a_configuration_error(config, message):
         pytest.raises(ConfigurationError, match=message),
     ):
         PrimaryReplicaMiddleware(ok)
+
+
+def test_unknown_keys_are_named_then_every_known_key_with_its_meaning():
+    """The unknown keys, sorted; then each known key and what it means."""
+    config = {**CONFIG, "replica": [], "pin_second": 2}
+    with (
+        override_settings(DYNROUTE_PRIMARY_REPLICA=config),
+        pytest.raises(ConfigurationError) as raised,
+    ):
+        PrimaryReplicaMiddleware(ok)
+    unknown, known = str(raised.value).split(" Known keys: ")
+    assert unknown == "settings.DYNROUTE_PRIMARY_REPLICA has unknown key(s) pin_second, replica."
+    entries = known.removesuffix(".").split("; ")
+    assert [entry.split(": ")[0] for entry in entries] == [
+        "primary",
+        "replicas",
+        "pin_seconds",
+        "choose",
+        "down_seconds",
+        "resolver",
+        "cookie_name",
+        "cookie_secure",
+        "cookie_httponly",
+        "cookie_samesite",
+    ]
+    assert (
+        entries[2]
+        == "pin_seconds: seconds a client reads from the primary after it wrote (default 2)"
+    )
 
 
 def test_a_missing_setting_is_a_configuration_error(settings):
