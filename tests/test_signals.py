@@ -112,8 +112,8 @@ def test_blocks_report_entry_and_exit_with_route_depth_and_duration(
         recorder.events[2][1],
         recorder.events[3][1],
     )
-    assert entered["block"] is outer
-    assert entered["sender"] is type(outer)
+    assert entered["block"] is outer_exit["block"] is outer
+    assert entered["sender"] is outer_exit["sender"] is type(outer)
     assert inner_exit["route"] is inner
     # Entered: the block's route is in force; exited: the enclosing one is back.
     assert entered["routed"] == "other"
@@ -140,6 +140,25 @@ def test_a_block_checked_before_the_first_receiver_reports_its_next_entry() -> N
     with block:
         pass
     assert len(recorded.events) == 4  # disconnected: nothing more
+
+
+def test_one_receiver_of_one_signal_reaches_blocks_that_skip_their_checks() -> None:
+    """The first receiver, of block_exited alone, hears the next exit of a block checked before."""
+    block = in_database("other")
+    with block:
+        pass
+    heard: list[str | None] = []
+
+    def receiver(sender: object, route: Any, **kwargs: Any) -> None:
+        heard.append(route.alias)
+
+    signals.block_exited.connect(receiver)
+    try:
+        with block:
+            pass
+    finally:
+        signals.block_exited.disconnect(receiver)
+    assert heard == ["other"]
 
 
 def test_without_receivers_blocks_time_nothing() -> None:
@@ -247,6 +266,27 @@ def test_a_receiver_for_one_sender_hears_its_blocks_and_disconnects_by_sender() 
     finally:
         assert signals.block_entered.disconnect(receiver, sender=InDatabase)
     assert heard == ["other"]
+    assert not _switches.listening
+
+
+def test_a_dispatch_uid_connects_a_receiver_once_and_disconnects_it() -> None:
+    """connect(dispatch_uid=...) and disconnect(dispatch_uid=...) work as on any Django signal."""
+    heard: list[str] = []
+
+    def first(sender: object, **kwargs: Any) -> None:
+        heard.append("first")
+
+    def second(sender: object, **kwargs: Any) -> None:
+        heard.append("second")  # pragma: no cover - never connected
+
+    signals.block_entered.connect(first, dispatch_uid="tests.once")
+    signals.block_entered.connect(second, dispatch_uid="tests.once")  # that uid is taken
+    try:
+        with in_database("other"):
+            pass
+    finally:
+        assert signals.block_entered.disconnect(dispatch_uid="tests.once")
+    assert heard == ["first"]
     assert not _switches.listening
 
 
