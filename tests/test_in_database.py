@@ -8,7 +8,7 @@ import pytest
 from django.db import router
 from django.utils.connection import ConnectionDoesNotExist
 
-from dynroute import Route, in_database
+from dynroute import PrimaryReplica, Route, in_database
 from dynroute.core._stack import CURRENT
 from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
 from tests.testapp.models import Item
@@ -159,6 +159,19 @@ def test_an_inner_block_dropped_by_an_outer_exit_cannot_be_left_again():
     with pytest.raises(RouteStateError):
         inner.__exit__(None, None, None)
     assert CURRENT.get() is None
+
+
+@pytest.mark.django_db(databases=["default", "other", "replica1"], transaction=True)
+def test_a_primary_replica_block_dropped_by_an_outer_exit_forgets_its_writes(caplog):
+    """Its reads pinned to the primary by a write end with it: the next block reads a replica."""
+    policy = PrimaryReplica("default", ["replica1"])
+    with in_database("other"):
+        in_database(policy=policy).__enter__()  # never left, as by an abandoned generator
+        Item.objects.create(name="written")
+        assert Item.objects.all().db == "default"
+    assert "dropped with it" in caplog.text
+    with in_database(policy=policy):
+        assert Item.objects.all().db == "replica1"
 
 
 def test_a_block_entered_in_another_thread_cannot_be_left_here():

@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.db import router
 
-from dynroute import in_database
+from dynroute import PrimaryReplica, in_database
 from dynroute.core._stack import CURRENT
 from dynroute.exceptions import UnknownDatabaseError
 from tests.helpers import cancel_once_ready
@@ -117,6 +117,23 @@ def test_async_with_checks_the_alias_on_entry_every_time_until_found():
             assert router.db_for_read(Item) == "other"
 
     asyncio.run(main())
+
+
+@pytest.mark.django_db(databases=["default", "replica1"], transaction=True)
+def test_a_primary_replica_block_left_by_async_with_forgets_its_writes():
+    """Reads pinned to the primary by a write end with the block: the next one reads a replica."""
+    policy = PrimaryReplica("default", ["replica1"])
+
+    async def main() -> list[str]:
+        seen = []
+        async with in_database(policy=policy):
+            await Item.objects.acreate(name="written")
+            seen.append(Item.objects.all().db)
+        async with in_database(policy=policy):
+            seen.append(Item.objects.all().db)
+        return seen
+
+    assert asyncio.run(main()) == ["default", "replica1"]
 
 
 def test_the_route_follows_sync_to_async_and_async_to_sync():
