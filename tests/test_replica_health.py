@@ -9,14 +9,15 @@ reads, and ``broken`` makes a replica's connection fail to open (tests/conftest.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connections
 
 import dynroute
 from dynroute import PrimaryReplica, in_database
-from dynroute.replicas import _health, down_replicas
+from dynroute.replicas import _health, down_replicas, mark_up
 from tests.testapp.models import Item
 
 REPLICAS = ("replica1", "replica2")
@@ -39,6 +40,15 @@ def visible(name: str) -> bool:
     return Item.objects.filter(name=name).exists()
 
 
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The messages dynroute logged at WARNING."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "dynroute" and record.levelno == logging.WARNING
+    ]
+
+
 def test_a_replica_that_fails_to_connect_is_skipped_and_the_read_succeeds(
     clock: list[float], broken: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -52,9 +62,9 @@ def test_a_replica_that_fails_to_connect_is_skipped_and_the_read_succeeds(
         assert read_alias() == "replica2"
     assert attempts["replica1"] == 1
     assert down_replicas() == {"replica1": 30.0}
-    [record] = caplog.records
-    assert record.levelno == logging.WARNING
-    assert "'replica1' is down (OperationalError on connect)" in record.getMessage()
+    assert warnings(caplog) == [
+        "dynroute: replica 'replica1' is down (OperationalError on connect): skipping it for 30 s"
+    ]
     assert "s3cret" not in caplog.text
 
 
@@ -109,3 +119,107 @@ def test_a_retry_is_claimed_by_one_caller_only(clock: list[float]) -> None:
     assert not _health.is_down("replica1")
     assert _health.is_down("replica1")
     assert down_replicas() == {"replica1": 5.0}
+
+
+def test_a_failed_retry_says_the_replica_is_still_down(
+    clock: list[float], broken: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first failure says "skipping it"; a retry that fails says "still down", with its time."""
+    break_, _, _ = broken
+    break_("replica1")
+    block = in_database(policy=replicas(choose=lambda up: up[0], down_seconds=2.5))
+    with caplog.at_level(logging.WARNING, logger="dynroute"):
+        with block:
+            assert read_alias() == "replica2"
+        clock[0] += 2.5
+        with block:
+            assert read_alias() == "replica2"
+    down = "dynroute: replica 'replica1' is down (OperationalError on connect)"
+    assert warnings(caplog) == [
+        f"{down}: skipping it for 2.5 s",
+        f"{down}: still down, skipping it again for 2.5 s",
+    ]
+
+
+@pytest.mark.parametrize("seconds", [0, 0.5])
+def test_down_seconds_may_be_zero_or_a_fraction(
+    clock: list[float], broken: Any, seconds: float
+) -> None:
+    """down_seconds=0 retries a failed replica on the next read; a fraction is a fraction."""
+    break_, _, attempts = broken
+    break_("replica1")
+    block = in_database(policy=replicas(choose=lambda up: up[0], down_seconds=seconds))
+    with block:
+        assert read_alias() == "replica2"
+    clock[0] += seconds
+    with block:
+        assert read_alias() == "replica2"
+    assert attempts["replica1"] == 2
+
+
+def test_a_retry_due_for_two_callers_at_once_is_made_by_one(
+    clock: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two callers find the retry due at once: the first to claim it tries; the other skips.
+
+    The second caller runs while the first reads the clock, between its look at the
+    mark and its claim: as a thread would, but always in that order.
+    """
+    _health._mark_down("replica1", 5, OperationalError("x"), PrimaryReplica)
+    clock[0] += 5
+    answers: list[bool] = []
+    now = _health.time.monotonic
+
+    def meanwhile() -> float:
+        monkeypatch.setattr(_health.time, "monotonic", now)
+        answers.append(_health.is_down("replica1"))  # the other caller
+        return now()
+
+    monkeypatch.setattr(_health.time, "monotonic", meanwhile)
+    answers.append(_health.is_down("replica1"))
+    assert answers == [False, True]  # the other caller tries it; the first skips it
+    assert down_replicas() == {"replica1": 5.0}
+
+
+def test_a_block_leaves_its_replica_once_another_thread_finds_it_down(
+    clock: list[float], broken: Any
+) -> None:
+    """Health is per process: a replica down for one thread is left by a block reading it."""
+    break_, _, _ = broken
+    policy = replicas(choose=lambda up: up[0])
+    seen: list[str] = []
+
+    def other_thread() -> None:
+        try:
+            break_("replica1")  # this thread's connection to it fails to open
+            with in_database(policy=policy):
+                seen.append(read_alias())
+        finally:
+            connections.close_all()
+
+    with in_database(policy=policy):
+        assert read_alias() == "replica1"  # connected here
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        thread.join()
+        assert seen == ["replica2"]
+        assert read_alias() == "replica2"  # this thread's connection is open, but it is down
+
+
+def test_mark_up_forgets_one_replica_or_every_one(clock: list[float], broken: Any) -> None:
+    """mark_up(alias) forgets that a replica is down, at once (none: nothing); mark_up() all."""
+    break_, repair, _ = broken
+    break_("replica1")
+    break_("replica2")
+    block = in_database(policy=replicas(choose=lambda up: up[0]))
+    with block:
+        assert read_alias() == "default"
+    assert down_replicas() == {"replica1": 30.0, "replica2": 30.0}
+    repair("replica1")
+    mark_up("replica1")
+    mark_up("replica1")  # not down: nothing to forget
+    assert down_replicas() == {"replica2": 30.0}
+    with block:
+        assert read_alias() == "replica1"
+    mark_up()
+    assert down_replicas() == {}
