@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings as django_settings
 from django.core import checks
 from django.db import connections, router, transaction
 from django.test import override_settings
@@ -25,8 +26,11 @@ import dynroute
 from dynroute import PrimaryReplica, in_database, use_primary
 from dynroute.checks import check_replica_mirrors
 from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
-from dynroute.replicas import _policy, get_pins, used_primary
+from dynroute.replicas import Entry, _policy, get_pins, read_primaries, used_primary
 from tests.testapp.models import Author, Book, Item
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 REPLICAS = ("replica1", "replica2")
 DATABASES = ["default", "other", "replica1", "replica2"]
@@ -352,9 +356,37 @@ def test_use_primary_is_an_async_context_manager() -> None:
 
 
 def test_use_primary_left_without_entry_raises() -> None:
-    """Leaving use_primary() where it is not active is a RouteStateError."""
-    with pytest.raises(RouteStateError, match=r"use_primary\(\) was left without being active"):
+    """Leaving use_primary() where it is not active is a RouteStateError that says what to do."""
+    with pytest.raises(RouteStateError) as raised:
         use_primary().__exit__(None, None, None)
+    assert str(raised.value) == (
+        "use_primary() was left without being active here: a scope must be left in the "
+        "thread or task that entered it, once per entry."
+    )
+
+
+def test_use_primary_shows_the_call_that_made_it() -> None:
+    """repr(use_primary()) is the call, as a debugger or a log shows it."""
+    assert repr(use_primary()) == "use_primary()"
+
+
+def test_read_primaries_sends_the_outermost_blocks_reads_to_the_primary_until_it_exits() -> None:
+    """What the middleware calls for a request that reads the primary: outermost block only.
+
+    Inside a nested block it does nothing and says so (the middleware enters
+    use_primary() instead): a pin set there would outlive the inner block.
+    """
+    policy = replicas()
+    assert read_primaries() is False  # outside every block: nothing to send
+    with in_database(policy=policy):
+        with in_database(policy=policy):
+            assert read_primaries() is False
+            assert read_alias() in REPLICAS
+        assert read_primaries() is True
+        assert read_alias() == "default"
+        assert not used_primary()  # no use_primary() scope was entered
+    with in_database(policy=policy):
+        assert read_alias() in REPLICAS  # it ended with the block
 
 
 def test_use_primary_has_no_effect_outside_replica_blocks() -> None:
@@ -459,14 +491,34 @@ def test_objects_of_the_primary_and_its_replicas_may_be_related() -> None:
     assert policy.allow_relation(author, Author.objects.create(name="b")) is True
 
 
+def test_a_primary_shared_by_two_policies_may_be_related_to_the_replicas_of_both(
+    fresh_alias: Callable[[str], str],
+) -> None:
+    """Each policy adds its replicas to the primary's group: the second replaces nothing."""
+    # Aliases of their own: the groups and the W010 check's pairs last for the process.
+    primary, first, second = fresh_alias("primary"), fresh_alias("replica"), fresh_alias("replica")
+    PrimaryReplica(primary, (first,))
+    PrimaryReplica(primary, (second,))
+    for replica in (first, second):
+        author = Author(name="a")
+        author._state.db = primary
+        book = Book(title="t")
+        book._state.db = replica
+        book.author = author  # no "router prevents this relation"
+        assert router.allow_relation(author, book) is True
+
+
 def test_objects_of_other_databases_may_not_be_related_to_them() -> None:
     """Only the group is allowed: Django's same-database rule holds for other databases."""
-    replicas()
+    policy = replicas()
     author = Author.objects.using("other").create(name="elsewhere")
     book = Book.objects.using("replica1").model(title="t")
     book._state.db = "replica1"
     with pytest.raises(ValueError, match="router prevents this relation"):
         book.author = author
+    # The policy asked directly (as a Django router) has no opinion either.
+    assert policy.allow_relation(author, book) is None
+    assert policy.allow_relation(book, author) is None
 
 
 # Checks and errors
@@ -509,11 +561,17 @@ def test_the_check_reads_the_middleware_setting() -> None:
 
 def test_an_unknown_alias_is_refused_on_entry_naming_it() -> None:
     """An alias missing from DATABASES is named when the block is entered; nothing stays routed."""
-    block = in_database(policy=PrimaryReplica("default", ("replica1", "nowhere")))
-    with pytest.raises(UnknownDatabaseError, match=r"'nowhere' are not in settings.DATABASES"):
+    block = in_database(policy=PrimaryReplica("default", ("replica1", "nowhere", "gone")))
+    with pytest.raises(UnknownDatabaseError) as raised:
         block.__enter__()
+    configured = ", ".join(repr(alias) for alias in django_settings.DATABASES)
+    assert str(raised.value) == (
+        "PrimaryReplica: the database alias(es) 'nowhere', 'gone' are not in "
+        f"settings.DATABASES (configured: {configured}). Add each replica to DATABASES, "
+        """with "TEST": {"MIRROR": 'default'}."""
+    )
     assert dynroute.current_route() is None
-    with pytest.raises(UnknownDatabaseError, match=r"'nowhere' are not in settings.DATABASES"):
+    with pytest.raises(UnknownDatabaseError, match=r"'gone' are not in settings.DATABASES"):
         block.__enter__()  # refused again: a failed check is not remembered
 
 
@@ -558,6 +616,22 @@ def test_repr_shows_the_aliases_and_options() -> None:
         "pin_after_write=True, down_seconds=30)"
     )
     assert "choose='Random.choice'" in repr(PrimaryReplica("default", ("r",), choose=random.choice))
+
+    class Last:
+        def __call__(self, up: tuple[str, ...]) -> str:
+            return up[-1]
+
+    # An object with no __qualname__ of its own: by its type's name.
+    assert "choose='Last'" in repr(PrimaryReplica("default", ("r",), choose=Last()))
+
+
+def test_an_entry_shows_its_policy_and_the_replica_it_reads() -> None:
+    """The entry of a block (as a debugger shows it) names its policy and the replica chosen."""
+    policy = replicas(choose=lambda up: up[1])
+    with in_database(policy=policy):
+        assert repr(dynroute.replicas.current_entry()) == f"<{policy!r} entry reading 'replica2'>"
+    # Every replica down on entry: the entry reads the primary.
+    assert repr(Entry(policy, None)) == f"<{policy!r} entry reading 'default'>"
 
 
 def test_the_policy_asked_directly_routes_each_query() -> None:
@@ -623,6 +697,37 @@ def test_reads_and_other_databases_writes_do_not_pin() -> None:
         assert read_alias() in REPLICAS
 
 
+#: A statement that only reads in the backend's own dialect, not in the SQL standard's.
+VENDOR_READS = {
+    "sqlite": "PRAGMA table_info(testapp_item)",
+    "postgresql": "SELECT $$ DELETE $$",
+    "mysql": "DESCRIBE testapp_item",
+}
+
+
+def test_a_read_in_the_backends_own_dialect_does_not_pin() -> None:
+    """The hook reads a statement as its backend does: a read of that backend only pins nothing."""
+    with in_database(policy=replicas()):
+        with connections["default"].cursor() as cursor:
+            cursor.execute(VENDOR_READS[connections["default"].vendor])
+        assert read_alias() in REPLICAS
+
+
+@pytest.mark.skipif(
+    connections["default"].vendor != "postgresql", reason="psycopg's sql.Composable"
+)
+def test_a_psycopg_composed_write_pins() -> None:
+    """A psycopg.sql statement is read by its text: a composed INSERT pins like a plain one."""
+    from psycopg import sql  # noqa: PLC0415 - PostgreSQL only
+
+    insert = sql.SQL("INSERT INTO {} (name) VALUES (%s)").format(sql.Identifier("testapp_item"))
+    with in_database(policy=replicas()):
+        with connections["default"].cursor() as cursor:
+            cursor.execute(insert, ["composed"])
+        assert read_alias() == "default"
+        assert visible("composed")
+
+
 def test_a_write_outside_every_replica_block_pins_nothing() -> None:
     """Pins live in blocks: a write before the block does not pin the block."""
     replicas()  # its primary is known to the hook
@@ -640,7 +745,7 @@ def test_use_primary_inside_a_block_is_remembered_until_the_block_exits() -> Non
             pass
         assert used_primary()
         assert read_alias() in REPLICAS  # remembered, not in force
-    assert not used_primary()
+    assert used_primary() is False
     with use_primary():
         assert not used_primary()  # outside every block: nothing to remember
 
