@@ -143,7 +143,7 @@ def start(primary: dict[str, Any], cursor: Any) -> Standby:
     return standby
 
 
-def wait_for_replay(primary_cursor: Any, standby_cursor: Any, *, seconds: float = 30) -> None:
+def wait_for_replay(primary_cursor: Any, standby_cursor: Any, *, seconds: float = 90) -> None:
     """Wait until the standby has replayed everything the primary committed so far."""
     primary_cursor.execute("SELECT pg_current_wal_lsn()")
     target = primary_cursor.fetchone()[0]

@@ -42,6 +42,9 @@ pytestmark = [
         reason="the streaming-standby suite runs with DYNROUTE_TEST_DB=postgresql",
     ),
     pytest.mark.django_db(databases=["default", "standby"], transaction=True),
+    # Starting a standby, and waiting for its replay while the server does other work
+    # (another suite writing WAL), can take longer than the suite's usual bound.
+    pytest.mark.timeout(300),
 ]
 
 DOWN_SECONDS = 5
@@ -231,6 +234,11 @@ def test_the_standby_stopped_mid_run_then_started_again(
         assert caplog.text.count("'standby' is down (OperationalError on connect)") == 1
     finally:
         standby.start()
+    # Restarted, it replays what it missed (the server's other work can make that
+    # take a while): wait, so that the read below has the row to see.
+    connections["standby"].close()
+    with connections["default"].cursor() as primary, connections["standby"].cursor() as replica:
+        standby_server.wait_for_replay(primary, replica)
     assert client("/names/")["db"] == "default"  # not yet due
     now[0] += DOWN_SECONDS
     with caplog.at_level(logging.WARNING, logger="dynroute"):
