@@ -108,7 +108,8 @@ def check_replica_mirrors(
         middleware = cast("dict[str, Any]", configured)
         replicas: Any = middleware.get("replicas")
         if isinstance(replicas, (list, tuple)):
-            names = tuple(str(alias) for alias in cast("Sequence[object]", replicas))
+            listed = cast("Sequence[object]", replicas)
+            names = tuple(str(alias) for alias in listed)
             known.add((str(middleware.get("primary", "default")), names))
     warnings: list[checks.CheckMessage] = []
     for primary, aliases in sorted(known):

@@ -137,7 +137,8 @@ class Decorator:
                 (the block would stay active in the code consuming it between yields).
         """
         name, held = self._decorates
-        return decorate(cast("Block", self), func, name, held)
+        block = cast("Block", self)
+        return decorate(block, func, name, held)
 
 
 class SyncScope(Decorator):

@@ -26,12 +26,12 @@ from dynroute.http._streaming import stream_in, sync_answer
 from dynroute.routing import InDatabase, in_database
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
     from types import TracebackType
 
     from django.http import HttpResponseBase
 
     from dynroute.core import Block, RoutingPolicy
+    from dynroute.http._streaming import AsyncGetResponse
 
 __all__ = ["DatabaseMiddleware", "RequestRouteSettings"]
 
@@ -141,9 +141,7 @@ class DatabaseMiddleware:
         given = self.resolver(request)
         if inspect.isawaitable(given):
             given = await given
-        get_response = cast(
-            "Callable[[HttpRequest], Awaitable[HttpResponseBase]]", self.get_response
-        )
+        get_response = cast("AsyncGetResponse", self.get_response)
         scope = self._scope(given, request)
         if scope is None:
             return await get_response(request)
@@ -161,11 +159,13 @@ class DatabaseMiddleware:
             # isinstance() gives pyright InDatabase[Unknown]; mypy's is InDatabase[Any].
             block: InDatabase[Any] = given  # pyright: ignore[reportUnknownVariableType]
         elif isinstance(given, (str, dict)):
-            block = in_database(cast("str | dict[str, Any]", given), write=True)
+            target = cast("str | dict[str, Any]", given)
+            block = in_database(target, write=True)
         elif callable(getattr(given, "db_for_read", None)) and callable(
             getattr(given, "db_for_write", None)
         ):
-            block = in_database(policy=cast("RoutingPolicy", given))
+            policy = cast("RoutingPolicy", given)
+            block = in_database(policy=policy)
         else:
             # The type only: the value may be settings holding a password.
             msg = (

@@ -38,9 +38,11 @@ from dynroute.replicas import (
 from dynroute.routing import InDatabase, in_database
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Mapping
+    from collections.abc import Mapping
 
     from django.http import HttpResponseBase
+
+    from dynroute.http._streaming import AsyncGetResponse
 
 __all__ = ["PrimaryReplicaMiddleware", "PrimaryReplicaSettings"]
 
@@ -234,9 +236,7 @@ class PrimaryReplicaMiddleware:
         if inspect.isawaitable(given):
             given = await given
         primary = self._reads_primary(given, request)
-        get_response = cast(
-            "Callable[[HttpRequest], Awaitable[HttpResponseBase]]", self.get_response
-        )
+        get_response = cast("AsyncGetResponse", self.get_response)
         with self.block, self._read_scope(primary=primary):
             response = await get_response(request)
             wrote = has_written(self.policy.primary)

@@ -9,18 +9,21 @@ across a ``yield``: the consumer of a chunk is the server, not the request's cod
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from dynroute.exceptions import UsageError
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-    from django.http import HttpResponseBase, StreamingHttpResponse
+    from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 
     from dynroute.core import Block
 
-__all__ = ["stream_in", "sync_answer"]
+__all__ = ["AsyncGetResponse", "stream_in", "sync_answer"]
+
+#: What a middleware's ``get_response`` is under ASGI.
+AsyncGetResponse: TypeAlias = "Callable[[HttpRequest], Awaitable[HttpResponseBase]]"
 
 
 def sync_answer(given: object, setting: str) -> object:
