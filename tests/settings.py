@@ -11,7 +11,8 @@ default), ``postgresql`` or ``mariadb``. The servers are the local ones CI provi
   wrong place shows in the data.
 - ``standby`` (PostgreSQL only): a real streaming standby of the server on
   ``DYNROUTE_PG_STANDBY_PORT`` (5433), started by ``tests/standby.py`` for
-  ``tests/test_replica_standby.py``; it mirrors ``default``'s test database.
+  ``tests/test_replica_standby.py``; it mirrors ``default``'s test database, and
+  ``other_standby`` (the same standby server) mirrors ``other``'s.
 """
 
 from __future__ import annotations
@@ -63,12 +64,15 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
             }
             for alias in ALIASES
         }
-        databases["standby"] = {
-            **server,
-            "PORT": os.environ.get("DYNROUTE_PG_STANDBY_PORT", "5433"),
-            "NAME": "dynroute_default",
-            "TEST": {"MIRROR": "default"},
-        }
+        # The standby is a copy of the whole server: "other" has a replica there too,
+        # for a tenant with a primary and a replica of its own.
+        for primary, replica in (("default", "standby"), ("other", "other_standby")):
+            databases[replica] = {
+                **server,
+                "PORT": os.environ.get("DYNROUTE_PG_STANDBY_PORT", "5433"),
+                "NAME": f"dynroute_{primary}",
+                "TEST": {"MIRROR": primary},
+            }
         return databases
     if backend == "mariadb":
         server = {

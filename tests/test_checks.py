@@ -1,4 +1,7 @@
-"""dynroute.W010: `manage.py check` names a replica that would not mirror its primary in tests.
+"""System checks: replicas that would not mirror (W010), middlewares that would misroute (E020).
+
+dynroute.W010 names a replica that would not mirror its primary in tests; E020, the
+middlewares in an order that sends a tenant's queries elsewhere.
 
 The router checks (dynroute.E001, W002) are with the router's requirement, in
 tests/test_router_required.py.
@@ -12,7 +15,8 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
 
-from dynroute.checks import check_replica_mirrors
+from dynroute.checks import check_middleware_order, check_replica_mirrors
+from dynroute.middleware import DatabaseMiddleware
 
 
 def about(alias: str) -> list[checks.CheckMessage]:
@@ -54,3 +58,65 @@ def test_manage_py_check_reports_it() -> None:
         pytest.raises(SystemCheckError, match=r"other: \(dynroute\.W010\)"),
     ):
         call_command("check", fail_level="WARNING")
+
+
+# The order of the middlewares
+
+TENANTS = "dynroute.middleware.DatabaseMiddleware"
+REPLICAS = "dynroute.middleware.PrimaryReplicaMiddleware"
+DJANGO = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+
+
+class TenantMiddleware(DatabaseMiddleware):
+    """A project's own DatabaseMiddleware, named by its own path."""
+
+
+def test_the_tenant_middleware_before_the_replica_middleware_is_an_error() -> None:
+    """The replica block would be entered inside each tenant's: E020, with the order to use."""
+    with override_settings(MIDDLEWARE=[*DJANGO, TENANTS, REPLICAS]):
+        (error,) = check_middleware_order()
+    assert error.id == "dynroute.E020"
+    assert error.level == checks.ERROR
+    assert error.obj == "MIDDLEWARE"
+    assert error.msg.startswith(
+        "DatabaseMiddleware comes before PrimaryReplicaMiddleware in MIDDLEWARE: the "
+        "primary/replica block is entered inside each tenant's block"
+    )
+    assert error.hint is not None
+    assert error.hint.startswith(f'Put "{REPLICAS}" before "{TENANTS}"')
+
+
+@pytest.mark.parametrize(
+    "middleware",
+    [
+        pytest.param([*DJANGO, REPLICAS, TENANTS], id="replicas first"),
+        pytest.param([REPLICAS], id="replicas alone"),
+        pytest.param([TENANTS], id="tenants alone"),
+        pytest.param([*DJANGO], id="neither"),
+        pytest.param(
+            [TENANTS, "no.such.Middleware", REPLICAS][1:], id="a path that does not import"
+        ),
+    ],
+)
+def test_the_replica_middleware_first_or_either_alone_is_fine(middleware: list[str]) -> None:
+    """Only the one order that misroutes is reported."""
+    with override_settings(MIDDLEWARE=middleware):
+        assert check_middleware_order() == []
+
+
+def test_a_projects_own_subclass_counts_as_the_middleware() -> None:
+    """A subclass of DatabaseMiddleware, named by its own path, is placed as the original."""
+    with override_settings(MIDDLEWARE=[f"{__name__}.TenantMiddleware", REPLICAS]):
+        assert [error.id for error in check_middleware_order()] == ["dynroute.E020"]
+
+
+def test_manage_py_check_fails_on_the_misrouting_order() -> None:
+    """`manage.py check` runs it, and an error fails the command."""
+    with (
+        override_settings(MIDDLEWARE=[TENANTS, REPLICAS]),
+        pytest.raises(SystemCheckError, match=r"MIDDLEWARE: \(dynroute\.E020\)"),
+    ):
+        call_command("check")

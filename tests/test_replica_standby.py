@@ -41,7 +41,9 @@ pytestmark = [
         test_settings.BACKEND != "postgresql",
         reason="the streaming-standby suite runs with DYNROUTE_TEST_DB=postgresql",
     ),
-    pytest.mark.django_db(databases=["default", "standby"], transaction=True),
+    pytest.mark.django_db(
+        databases=["default", "standby", "other", "other_standby"], transaction=True
+    ),
     # Starting a standby, and waiting for its replay while the server does other work
     # (another suite writing WAL), can take longer than the suite's usual bound.
     pytest.mark.timeout(300),
@@ -61,12 +63,21 @@ def names(request: HttpRequest) -> JsonResponse:
 
 
 def create(request: HttpRequest) -> JsonResponse:
-    """Save an item named by the request."""
-    Item.objects.create(name=request.POST["name"])
+    """Save an item named by the request (a form, or the query string of a GET)."""
+    Item.objects.create(name=request.POST.get("name") or request.GET["name"])
     return JsonResponse({"db": Item.objects.all().db})
 
 
 urlpatterns = [path("names/", names), path("create/", create)]
+
+#: A tenant with a primary and a replica of its own: "other", and its copy on the standby.
+TENANT_REPLICAS = PrimaryReplica("other", ("other_standby",))
+
+
+def tenant_route(request: HttpRequest) -> PrimaryReplica | None:
+    """DatabaseMiddleware's resolver: the tenant's primary and replica, or no block."""
+    return TENANT_REPLICAS if "tenant" in request.GET else None
+
 
 SITE = {
     "ROOT_URLCONF": __name__,
@@ -123,12 +134,14 @@ def standby(django_db_setup: None, django_db_blocker: Any) -> Iterator[standby_s
             server = standby_server.start(connections["default"].settings_dict, cursor)
         except standby_server.StandbyError as error:
             unavailable(f"the PostgreSQL standby could not start: {error}")
-    connections.settings["standby"]["PORT"] = str(server.port)
+    for alias in ("standby", "other_standby"):
+        connections.settings[alias]["PORT"] = str(server.port)
     try:
         yield server
     finally:
         with django_db_blocker.unblock(), connections["default"].cursor() as cursor:
             connections["standby"].close()
+            connections["other_standby"].close()
             server.remove(cursor)
 
 
@@ -159,6 +172,24 @@ def paused(cursors: tuple[Any, Any]) -> Iterator[None]:
 def site(standby: standby_server.Standby) -> Iterator[Site]:
     """The site, with the primary/replica middleware on the standby."""
     with override_settings(**SITE):
+        serving = Site()
+        try:
+            yield serving
+        finally:
+            serving.close()
+
+
+@pytest.fixture
+def tenant_site(standby: standby_server.Standby) -> Iterator[Site]:
+    """The site with tenants too: PrimaryReplicaMiddleware, then DatabaseMiddleware."""
+    tenants = {
+        "MIDDLEWARE": [
+            "dynroute.middleware.PrimaryReplicaMiddleware",
+            "dynroute.middleware.DatabaseMiddleware",
+        ],
+        "DYNROUTE_REQUEST_ROUTE": f"{__name__}.tenant_route",
+    }
+    with override_settings(**{**SITE, **tenants}):
         serving = Site()
         try:
             yield serving
@@ -210,6 +241,36 @@ def test_with_replay_paused_the_next_request_with_the_pin_cookie_sees_the_row(si
     assert writer("/create/", {"name": "posted"}) == {"db": "default"}
     assert writer("/names/") == {"db": "default", "names": ["posted"]}
     assert site.client()("/names/") == {"db": "standby", "names": []}
+
+
+@pytest.mark.usefixtures("paused")
+def test_a_tenant_with_its_own_replica_reads_it_and_its_writes_pin_the_next_requests(
+    tenant_site: Site,
+) -> None:
+    """The resolver's PrimaryReplica: the tenant's replica, pinned to its primary after a write.
+
+    PrimaryReplicaMiddleware, placed before DatabaseMiddleware, carries the pin cookie
+    across requests for every primary the request wrote to, the tenant's included.
+    """
+    writer = tenant_site.client()
+    assert writer("/names/?tenant=a") == {"db": "other_standby", "names": []}
+    assert writer("/create/?tenant=a", {"name": "tenant-row"}) == {"db": "other"}
+    assert writer("/names/?tenant=a") == {"db": "other", "names": ["tenant-row"]}
+    # Another client reads the tenant's replica, paused: the row is not there yet.
+    assert tenant_site.client()("/names/?tenant=a") == {"db": "other_standby", "names": []}
+    # Nothing reached the shared database; its own requests read its replica.
+    assert tenant_site.client()("/names/") == {"db": "standby", "names": []}
+    assert not Item.objects.using("default").exists()
+
+
+@pytest.mark.usefixtures("paused")
+def test_a_get_that_writes_to_the_tenants_primary_pins_the_next_requests(
+    tenant_site: Site,
+) -> None:
+    """A safe method that writes to the tenant's primary (not the shared one) sets the pin too."""
+    writer = tenant_site.client()
+    assert writer("/create/?tenant=a&name=from-a-get") == {"db": "other"}
+    assert writer("/names/?tenant=a") == {"db": "other", "names": ["from-a-get"]}
 
 
 def test_the_standby_stopped_mid_run_then_started_again(

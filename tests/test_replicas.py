@@ -26,7 +26,7 @@ import dynroute
 from dynroute import PrimaryReplica, in_database, use_primary
 from dynroute.checks import check_replica_mirrors
 from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
-from dynroute.replicas import Entry, _policy, get_pins, read_primaries, used_primary
+from dynroute.replicas import Entry, _policy, get_pins, has_written, read_primaries, used_primary
 from tests.testapp.models import Author, Book, Item
 
 if TYPE_CHECKING:
@@ -393,6 +393,19 @@ def test_use_primary_has_no_effect_outside_replica_blocks() -> None:
     """use_primary() changes nothing for a block that is not a PrimaryReplica one."""
     with use_primary(), in_database("other"):
         assert read_alias() == "other"
+
+
+def test_has_written_says_whether_a_block_here_wrote_to_its_primary() -> None:
+    """Without an alias, whether any primary here was written to: use_primary() is no write."""
+    with in_database(policy=replicas()):
+        assert not has_written()
+        with use_primary():
+            assert not has_written()  # reads sent to the primary, nothing written
+        Item.objects.create(name="written")
+        assert has_written()
+        assert has_written("default")
+        assert not has_written("other")
+    assert not has_written()
 
 
 # Explaining a read: Entry.read_reason() names the rule of Entry.read() that decided it.

@@ -15,7 +15,7 @@ from django.core.management.base import SystemCheckError
 from django.db import connections
 
 from dynroute import DynamicDbRouter, ReadOnly, current_route, in_database
-from dynroute.checks import check_replica_mirrors, check_routers
+from dynroute.checks import check_middleware_order, check_replica_mirrors, check_routers
 from dynroute.exceptions import ConfigurationError
 from dynroute.runtime import active_aliases
 from tests.testapp.models import Author, Item
@@ -241,11 +241,15 @@ def test_check_names_the_one_direction_overruled(settings):
 
 
 def test_the_app_registers_the_checks_when_ready(monkeypatch):
-    """Installing "dynroute" is what registers its checks (here, not at import): both of them."""
+    """Installing "dynroute" is what registers its checks (here, not at import): all of them."""
     from django.apps import apps  # noqa: PLC0415
     from django.core.checks.registry import registry  # noqa: PLC0415
 
     monkeypatch.setattr(registry, "registered_checks", set())
     assert registry.get_checks() == []
     apps.get_app_config("dynroute").ready()
-    assert set(registry.get_checks()) == {check_routers, check_replica_mirrors}
+    assert set(registry.get_checks()) == {
+        check_routers,
+        check_replica_mirrors,
+        check_middleware_order,
+    }

@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.core import checks
 
-from dynroute.checks import check_replica_mirrors, check_routers
+from dynroute.checks import check_middleware_order, check_replica_mirrors, check_routers
 
 __all__ = ["DynrouteConfig"]
 
@@ -24,3 +24,4 @@ class DynrouteConfig(AppConfig):
         """Register the system checks."""
         checks.register(check_routers)
         checks.register(check_replica_mirrors)
+        checks.register(check_middleware_order)

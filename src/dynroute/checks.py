@@ -8,7 +8,10 @@ Registered when ``"dynroute"`` is in ``INSTALLED_APPS``:
   one direction or both, so blocks never decide that direction;
 - ``dynroute.W010``: a replica of a primary (``DYNROUTE_PRIMARY_REPLICA``, or any
   ``PrimaryReplica`` made by then) has no ``TEST: {"MIRROR": primary}``, so Django's
-  test runner gives it an empty test database of its own.
+  test runner gives it an empty test database of its own;
+- ``dynroute.E020``: ``DatabaseMiddleware`` comes before ``PrimaryReplicaMiddleware``
+  in ``MIDDLEWARE``, so the primary/replica block is entered inside each tenant's and
+  sends the tenant's queries to the shared primary and its replicas.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from django.apps import apps as installed_apps
 from django.conf import settings
 from django.core import checks
 from django.db import connections, router
+from django.utils.module_loading import import_string
 
+from dynroute.http import DatabaseMiddleware, PrimaryReplicaMiddleware
 from dynroute.replicas import pairs
 from dynroute.routing import DynamicDbRouter
 
@@ -28,7 +33,7 @@ if TYPE_CHECKING:
 
     from django.db.models import Model
 
-__all__ = ["check_replica_mirrors", "check_routers"]
+__all__ = ["check_middleware_order", "check_replica_mirrors", "check_routers"]
 
 _ADD = 'DATABASE_ROUTERS = ["dynroute.DynamicDbRouter", ...]'
 
@@ -137,3 +142,45 @@ def check_replica_mirrors(
                 )
             )
     return warnings
+
+
+def check_middleware_order(
+    app_configs: Sequence[object] | None = None,  # noqa: ARG001 - a check's signature
+    **kwargs: object,  # noqa: ARG001
+) -> list[checks.CheckMessage]:
+    """Report ``DatabaseMiddleware`` placed before ``PrimaryReplicaMiddleware``.
+
+    Each middleware enters a block around the rest of the chain: the one listed later
+    is the inner block, and decides. ``PrimaryReplicaMiddleware`` inside a tenant's
+    block sends every query to the shared primary or its replicas, writes included.
+    """
+    positions: dict[type[object], int] = {}
+    for index, path in enumerate(getattr(settings, "MIDDLEWARE", None) or ()):
+        try:
+            found: object = import_string(str(path))
+        except Exception:  # noqa: BLE001, S112 - another middleware failing to import is not this check's
+            continue
+        for kind in (DatabaseMiddleware, PrimaryReplicaMiddleware):
+            if isinstance(found, type) and issubclass(found, kind):
+                positions.setdefault(kind, index)
+    tenant = positions.get(DatabaseMiddleware)
+    replicas = positions.get(PrimaryReplicaMiddleware)
+    if tenant is None or replicas is None or replicas < tenant:
+        return []  # the replica block outside, a tenant's inside: the tenant's decides
+    return [
+        checks.Error(
+            "DatabaseMiddleware comes before PrimaryReplicaMiddleware in MIDDLEWARE: the "
+            "primary/replica block is entered inside each tenant's block, so a tenant's "
+            "reads go to the shared replicas and its writes to the shared primary (with "
+            "DYNROUTE_REQUEST_LOCK = True, every tenant request raises RouteLockedError).",
+            hint=(
+                'Put "dynroute.middleware.PrimaryReplicaMiddleware" before '
+                '"dynroute.middleware.DatabaseMiddleware": requests with no tenant use the '
+                "primary and its replicas, and a tenant's block, entered inside, decides "
+                "its queries. To give tenants replicas, return a PrimaryReplica of the "
+                "tenant's aliases from the resolver."
+            ),
+            obj="MIDDLEWARE",
+            id="dynroute.E020",
+        )
+    ]

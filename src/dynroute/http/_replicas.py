@@ -224,7 +224,7 @@ class PrimaryReplicaMiddleware:
         # Plain with statements, not an ExitStack: this runs on every request.
         with self.block, self._read_scope(primary=primary):
             response = cast("HttpResponseBase", self.get_response(request))
-            wrote = has_written(self.policy.primary)
+            wrote = has_written()  # to this primary, or a tenant's inside
             if response.streaming:
                 self._stream_inside(response, primary=primary or wrote)
         self._pin(request, response, primary=primary, wrote=wrote)
@@ -239,7 +239,7 @@ class PrimaryReplicaMiddleware:
         get_response = cast("AsyncGetResponse", self.get_response)
         with self.block, self._read_scope(primary=primary):
             response = await get_response(request)
-            wrote = has_written(self.policy.primary)
+            wrote = has_written()  # to this primary, or a tenant's inside
             if response.streaming:
                 self._stream_inside(response, primary=primary or wrote)
         self._pin(request, response, primary=primary, wrote=wrote)

@@ -59,9 +59,15 @@ FORCED: ContextVar[int] = ContextVar("dynroute_use_primary", default=0)
 USED_PRIMARY: ContextVar[bool] = ContextVar("dynroute_used_primary", default=False)
 
 
-def has_written(primary: str) -> bool:
-    """Return whether this thread or task wrote to ``primary`` in the active blocks."""
+def has_written(primary: str | None = None) -> bool:
+    """Return whether this thread or task wrote to ``primary`` in the active blocks.
+
+    Without ``primary``: to the primary of any of them (the request middleware's
+    question: a tenant's block inside its block may have its own primary).
+    """
     pins = PINS.get()
+    if primary is None:
+        return bool(pins) and not pins <= EVERY_PRIMARY
     return pins is not None and primary in pins
 
 
