@@ -27,6 +27,8 @@ BACKEND = os.environ.get("DYNROUTE_TEST_DB", "sqlite")
 # server (two sessions, a helper's run beside CI's) never share a test database; a
 # Django test runner started from the suite is given a suffix of its own.
 SUFFIX = os.environ.get("DYNROUTE_TEST_NAME_SUFFIX", f"_{os.getpid()}")
+# Whether the PostgreSQL standby's aliases are configured (tests/test_replica_standby.py).
+STANDBY = os.environ.get("DYNROUTE_TEST_STANDBY", "1") != "0"
 
 
 ALIASES = ("default", "other", "replica1", "replica2")
@@ -65,8 +67,10 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
             for alias in ALIASES
         }
         # The standby is a copy of the whole server: "other" has a replica there too,
-        # for a tenant with a primary and a replica of its own.
-        for primary, replica in (("default", "standby"), ("other", "other_standby")):
+        # for a tenant with a primary and a replica of its own. Left out for a Django
+        # test runner started from the suite, whose "__all__" classes would connect.
+        standbys = (("default", "standby"), ("other", "other_standby"))
+        for primary, replica in standbys if STANDBY else ():
             databases[replica] = {
                 **server,
                 "PORT": os.environ.get("DYNROUTE_PG_STANDBY_PORT", "5433"),

@@ -223,6 +223,19 @@ def test_concurrent_blocks_on_one_configuration_share_one_alias(runtime):
     assert outer.route.alias not in connections.databases
 
 
+def test_a_runtime_alias_is_its_own_mirror_to_djangos_test_runner(runtime):
+    """Its TEST settings say it mirrors itself: the runner creates no test database for it.
+
+    A test class with ``databases = "__all__"`` set up while the alias is registered
+    would otherwise make Django write ``settings.DATABASES[alias]`` (KeyError), and a
+    TransactionTestCase would flush a real database.
+    """
+    with in_database(runtime) as route:
+        assert connections.settings[route.alias]["TEST"]["MIRROR"] == route.alias
+    with in_database({**runtime, "TEST": {"MIRROR": "other"}}) as route:
+        assert connections.settings[route.alias]["TEST"]["MIRROR"] == "other"  # as given
+
+
 def test_a_nested_block_on_the_same_configuration_leaves_the_outer_connection_alone(runtime):
     """Leaving an inner block on the same settings keeps the outer block's connection.
 

@@ -10,14 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connections
+from django.db import connections, transaction
 from django.db.backends.base import base
 
 import dynroute
 from dynroute import close_idle_connections, in_database
 from dynroute.exceptions import ConfigurationError
 from dynroute.runtime import active_aliases
-from tests.runtime import sessions
+from tests.runtime import names, sessions
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
@@ -44,6 +44,21 @@ def test_sequential_blocks_reuse_one_connection(reusing):
     assert all(connection is seen[0] for connection in seen)
     assert sessions(reusing, expected=1) == 1
     assert active_aliases() == {route.alias}  # kept registered, idle
+
+
+def test_a_block_entered_inside_a_transaction_on_the_kept_connection_keeps_it(reusing):
+    """The kept connection is not checked (and closed) while a transaction is open on it.
+
+    An enclosing block's transaction, or a test case's, survives the inner block.
+    """
+    with in_database(reusing, write=True) as route, transaction.atomic(using=route.alias):
+        Item.objects.create(name="before the inner block")
+        kept = raw_connection(route.alias)
+        with in_database(dict(reusing), write=True):
+            assert Item.objects.count() == 1
+            Item.objects.create(name="in the inner block")
+        assert raw_connection(route.alias) is kept
+    assert names(reusing) == ["before the inner block", "in the inner block"]
 
 
 def test_close_idle_connections_closes_and_unregisters(reusing):

@@ -63,25 +63,17 @@ def test_the_fixture_works_in_transactional_tests(runtime, dynroute_runtime_data
         assert Item.objects.count() == 1
 
 
-def test_django_test_runner_with_the_mixin():
-    """``python -m django test`` runs TestCase/TransactionTestCase classes using the mixin."""
+def run_django_tests(label: str) -> str:
+    """``python -m django test label`` in a fresh process; its output, which must say OK."""
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DYNROUTE_TEST_NAME_SUFFIX": f"_runner{os.getpid()}",  # apart from this run's
+        "DYNROUTE_TEST_STANDBY": "0",  # no standby runs for it
         "PYTHONPATH": str(ROOT),
     }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "django",
-            "test",
-            "tests.django_runner.tenants",
-            "-v",
-            "2",
-            "--noinput",
-        ],
+    done = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+        [sys.executable, "-m", "django", "test", label, "-v", "2", "--noinput"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -91,8 +83,24 @@ def test_django_test_runner_with_the_mixin():
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    assert "Ran 5 tests" in output
     assert "OK" in output
+    return output
+
+
+def test_django_test_runner_with_the_mixin():
+    """``python -m django test`` runs TestCase/TransactionTestCase classes using the mixin."""
+    assert "Ran 5 tests" in run_django_tests("tests.django_runner.tenants")
+
+
+def test_django_test_runner_with_a_runtime_configuration_registered():
+    """A configuration registered as the runner sets up databases: ``__all__`` classes work.
+
+    It gets no test database (it is a mirror of itself to the runner), a TestCase's
+    transaction on it is rolled back, and a TransactionTestCase never flushes it.
+    """
+    output = run_django_tests("tests.django_runner.registered")
+    assert "Ran 4 tests" in output
+    assert "Creating test database for alias 'dynroute_" not in output
 
 
 @pytest.mark.usefixtures("dynroute_runtime_databases")

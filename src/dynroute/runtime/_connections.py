@@ -73,7 +73,10 @@ def connect_here(config: DatabaseConfiguration, *, reuse: bool) -> None:
     """
     wrapper = connections[config.alias]
     try:
-        if reuse:
+        # A kept connection is checked as Django checks its own between requests, but
+        # never inside a transaction: Django would close it ("don't take chances" with
+        # autocommit off), losing an enclosing block's or a test case's transaction.
+        if reuse and not wrapper.in_atomic_block:
             wrapper.close_if_unusable_or_obsolete()
         if wrapper.connection is None:
             wrapper.ensure_connection()

@@ -267,7 +267,13 @@ def _register(config: DatabaseConfiguration) -> _Entry:
         _max_idle_connections()  # a bad setting fails here, before anything changes
     claimed = claim_alias(config)
     # A fresh copy of the containers: Django stores and may change the entry it uses.
-    publish(alias, copy_structure(config.settings), first=not _entries)
+    published = copy_structure(config.settings)
+    # A mirror of itself for Django's test runner, which a test case with
+    # databases = "__all__" may meet: it creates no test database for a mirror (it
+    # would write settings.DATABASES[alias], which has no runtime alias), and never
+    # flushes one (a runtime database is a real one).
+    published["TEST"]["MIRROR"] = published["TEST"]["MIRROR"] or alias
+    publish(alias, published, first=not _entries)
     entry = _Entry(config, reuse=reuse, claimed=claimed)
     _entries[alias] = entry
     return entry
