@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import router
 
-from dynroute import in_database
+from dynroute import DynamicDbRouter, in_database
 from dynroute.core._stack import CURRENT
 from dynroute.exceptions import UsageError
 from tests.testapp.models import Item
@@ -107,3 +107,44 @@ def test_only_functions_can_be_decorated(thing):
     """Decorating a class or a non-callable is refused."""
     with pytest.raises(UsageError, match="decorates functions"):
         in_database("other")(thing)
+
+
+# Decorating while a block is active: the decorator takes nothing from where it is applied.
+
+
+def test_a_function_decorated_inside_a_block_routes_by_its_own_decorator_when_called():
+    """Applied inside a block on "other", it routes to "default" when called, anywhere."""
+    with in_database("other", write=True):
+        counted = in_database("default", write=True)(Item.objects.count)
+        writes = in_database("default", write=True)(lambda: Item.objects.create(name="d"))
+        assert router.db_for_read(Item) == "other"  # decorating changed nothing here
+    writes()
+    assert Item.objects.using("default").count() == 1
+    assert Item.objects.using("other").count() == 0
+    assert counted() == 1
+    assert CURRENT.get() is None
+
+
+def test_a_function_decorated_inside_a_block_nests_in_the_block_it_is_called_in():
+    """Called inside another block, its block is the inner one; read-only, writes fall back."""
+    ours = DynamicDbRouter()  # its own answers: None is "no opinion"
+    with in_database("default", write=True):
+        reads_other = in_database("other")(
+            lambda: (ours.db_for_read(Item), ours.db_for_write(Item))
+        )
+    assert reads_other() == ("other", None)  # no block around it: writes have no opinion
+    with in_database("default", write=True):
+        assert reads_other() == ("other", "default")  # the enclosing block's write route
+        assert router.db_for_read(Item) == "default"  # and the enclosing route is back
+
+
+def test_an_async_function_decorated_inside_a_block_is_routed_only_while_it_runs():
+    """Decorated inside a block, awaited outside it: routed by its own decorator then."""
+
+    async def where() -> str | None:
+        return router.db_for_read(Item)
+
+    with in_database("default"):
+        decorated = in_database("other")(where)
+    assert asyncio.run(decorated()) == "other"
+    assert CURRENT.get() is None

@@ -22,8 +22,14 @@ from dynroute import (
     in_database,
     observe,
     signals,
+    tenants,
 )
-from dynroute.exceptions import DatabaseConnectionError, UsageError
+from dynroute.exceptions import (
+    DatabaseConnectionError,
+    RouteLockedError,
+    UnknownDatabaseError,
+    UsageError,
+)
 from dynroute.observe import _signals as _observed
 from tests.testapp.models import Item
 
@@ -527,3 +533,78 @@ def test_a_write_without_pinning_reports_no_pin(recorder: Recorder) -> None:
     with pinning, in_database(policy=policy):  # the enclosing block pins, once left to
         Item.objects.create(name="two")
     assert [sent["reason"] for _, sent in recorder.of("reads_pinned")] == ["write"]
+
+
+# Paths other than a block entered and left in order
+
+
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [
+        pytest.param("missing", UnknownDatabaseError, id="an alias not in settings"),
+        pytest.param(
+            {"ENGINE": "django.db.backends.sqlite3", "NAME": "/nonexistent/dir/x.db"},
+            DatabaseConnectionError,
+            id="a configuration that cannot connect",
+        ),
+    ],
+)
+def test_an_entry_that_fails_reports_no_block(
+    recorder: Recorder, target: Any, error: type[Exception]
+) -> None:
+    """A block whose entry raises was never entered: neither signal, and no timing left."""
+    with pytest.raises(error):
+        in_database(target).__enter__()
+    assert recorder.blocks() == []
+    assert observe.get_timing() is None
+
+
+def test_a_block_refused_by_a_route_lock_reports_no_block(recorder: Recorder) -> None:
+    """Inside a locked request, the refused block is not reported; the lock's own block is."""
+    with in_database("other"):
+        tenants.lock("other")
+        try:
+            with pytest.raises(RouteLockedError):
+                in_database("default").__enter__()
+        finally:
+            tenants.release()
+    assert recorder.blocks() == [("entered", "other", 1), ("exited", "other", 1)]
+
+
+def test_an_async_block_left_by_an_exception_reports_its_exit(recorder: Recorder) -> None:
+    """``async with`` left by an exception: the exit is reported, with its depth."""
+
+    async def fail() -> None:
+        async with in_database("other"), in_database("default"):
+            raise LookupError
+
+    with pytest.raises(LookupError):
+        asyncio.run(fail())
+    assert recorder.blocks() == [
+        ("entered", "other", 1),
+        ("entered", "default", 2),
+        ("exited", "default", 2),
+        ("exited", "other", 1),
+    ]
+
+
+def test_an_async_block_on_a_configuration_reports_it_registered_and_closed(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    """``async with`` registers and closes in the async ORM's thread: both are reported."""
+    settings = secret_settings(tmp_path / "async.db")
+
+    async def use() -> str:
+        async with in_database(settings) as route:
+            return route.alias
+
+    alias = asyncio.run(use())
+    assert [name for name, _ in recorder.events] == [
+        "configuration_registered",
+        "block_entered",
+        "block_exited",
+        "configuration_closed",
+    ]
+    assert recorder.events[0][1]["alias"] == recorder.events[-1][1]["alias"] == alias
+    assert recorder.events[-1][1]["reason"] == "last block"
+    assert_no_password(recorder)
