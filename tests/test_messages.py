@@ -389,7 +389,7 @@ def test_a_bad_idle_bound():
         enter(in_database({**SQLITE, "CONN_MAX_AGE": 60}))
     assert str(caught.value) == (
         "DYNROUTE_MAX_IDLE_CONNECTIONS must be a whole number of connections, 0 or more "
-        "(default 16); it is '16'."
+        "(default 128); it is '16'."
     )
 
 

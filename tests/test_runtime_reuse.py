@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connections, transaction
 from django.db.backends.base import base
 
 import dynroute
 from dynroute import close_idle_connections, in_database
 from dynroute.exceptions import ConfigurationError
-from dynroute.runtime import active_aliases
+from dynroute.runtime import _registry, active_aliases
 from tests.runtime import names, sessions
 from tests.testapp.models import Item
 
@@ -182,20 +183,31 @@ def test_an_obsolete_connection_is_replaced_on_entry(runtime, monkeypatch):
     assert sessions(runtime, expected=1) == 1  # the obsolete one was closed
 
 
-def test_the_default_idle_bound_is_sixteen_connections(reusing, fresh_alias):
-    """Without DYNROUTE_MAX_IDLE_CONNECTIONS, 16 idle connections are kept, then LRU goes."""
-    aliases = [fresh_alias("idle") for _ in range(17)]
-    for alias in aliases[:16]:
+def test_the_default_idle_bound_is_128_connections():
+    """Without DYNROUTE_MAX_IDLE_CONNECTIONS, 128 idle connections are kept.
+
+    A worker of a few threads serving tens of tenants keeps every connection it reuses
+    (4 threads x 32 tenants); the bound's LRU order is tested with a small bound below.
+    """
+    assert not hasattr(settings, "DYNROUTE_MAX_IDLE_CONNECTIONS")
+    assert _registry._max_idle_connections() == 128
+
+
+def test_over_the_bound_the_least_recently_used_configuration_goes(reusing, fresh_alias, settings):
+    """Past the bound, the configuration left longest ago is closed and unregistered."""
+    settings.DYNROUTE_MAX_IDLE_CONNECTIONS = 3
+    aliases = [fresh_alias("idle") for _ in range(4)]
+    for alias in aliases[:3]:
         with in_database(reusing, alias=alias):
             Item.objects.count()
     with in_database(reusing, alias=aliases[0]):  # now the most recently used
         Item.objects.count()
-    assert active_aliases() == set(aliases[:16])
-    with in_database(reusing, alias=aliases[16]):
+    assert active_aliases() == set(aliases[:3])
+    with in_database(reusing, alias=aliases[3]):
         Item.objects.count()
     assert active_aliases() == {aliases[0], *aliases[2:]}
-    assert sessions(reusing, expected=16) == 16
-    assert close_idle_connections() == 16
+    assert sessions(reusing, expected=3) == 3
+    assert close_idle_connections() == 3
 
 
 def test_async_blocks_reuse_the_async_orms_connection(reusing):

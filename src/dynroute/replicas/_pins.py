@@ -67,7 +67,7 @@ def has_written(primary: str | None = None) -> bool:
     """
     pins = PINS.get()
     if primary is None:
-        return bool(pins) and not pins <= EVERY_PRIMARY
+        return pins is not None and not pins <= EVERY_PRIMARY
     return pins is not None and primary in pins
 
 

@@ -19,7 +19,7 @@ it are active. The traps this room exists to avoid are in DJANGO_NOTES §1-4:
 - **Reuse** (``CONN_MAX_AGE`` other than 0, as Django's own persistent connections):
   when the last block leaves, the alias stays registered and its connections stay open
   for the next block, checked by Django's ``close_if_unusable_or_obsolete`` on entry;
-  at most ``DYNROUTE_MAX_IDLE_CONNECTIONS`` (default 16) such idle connections are
+  at most ``DYNROUTE_MAX_IDLE_CONNECTIONS`` (default 128) such idle connections are
   kept, least recently used first out (the setting is read once, and again when
   Django's ``setting_changed`` signal says it changed). :func:`close_idle_connections`
   closes them all.
@@ -47,6 +47,7 @@ from django.db.backends.signals import connection_created
 from dynroute import _switches, observe
 from dynroute.core import DatabaseConfiguration, claim_alias, copy_structure, release_alias
 from dynroute.exceptions import ConfigurationError
+from dynroute.runtime._churn import ChurnWatch
 from dynroute.runtime._connections import (
     close_everywhere,
     close_here,
@@ -75,8 +76,9 @@ __all__ = [
 
 logger = logging.getLogger("dynroute")
 
-#: Default bound on connections kept open for runtime configurations no block uses.
-DEFAULT_MAX_IDLE_CONNECTIONS = 16
+#: Default bound on connections kept open for runtime configurations no block uses: a
+#: worker of a few threads serving tens of tenants keeps them all (4 threads x 32).
+DEFAULT_MAX_IDLE_CONNECTIONS = 128
 
 
 @dataclass(eq=False, repr=False)
@@ -124,6 +126,8 @@ _max_idle: int | None = None
 #: signal has a receiver.
 _events: list[tuple[Signal, dict[str, object]]] = []
 _SENDING = threading.Lock()
+#: Says when the bound closes connections still in use (under the lock).
+_CHURN = ChurnWatch()
 
 
 def enter(config: DatabaseConfiguration) -> None:
@@ -264,7 +268,8 @@ def _register(config: DatabaseConfiguration) -> _Entry:
         raise ConfigurationError(msg)
     reuse = _reuses_connections(config)
     if reuse:
-        _max_idle_connections()  # a bad setting fails here, before anything changes
+        # A bad setting fails here, before anything changes.
+        _CHURN.registered(alias, _max_idle_connections(), _kept)
     claimed = claim_alias(config)
     # A fresh copy of the containers: Django stores and may change the entry it uses.
     published = copy_structure(config.settings)
@@ -400,6 +405,12 @@ def _enforce_idle_bound() -> None:
         entry = next(iter(_idle.values()))
         _evict(entry, "eviction")
         logger.debug("closed idle runtime database %r (bound %d)", entry.alias, bound)
+        _CHURN.evicted(entry.alias, entry.idle_weight)
+
+
+def _kept() -> dict[str, int]:
+    """The idle configurations kept now, with their connections; lock held."""
+    return {alias: entry.idle_weight for alias, entry in _idle.items()}
 
 
 def _on_connection_created(
