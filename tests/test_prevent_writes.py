@@ -355,6 +355,22 @@ def test_a_connection_opened_inside_a_users_execute_wrapper_keeps_the_hook():
 
 
 @pytest.mark.django_db(databases=["default", "other"], transaction=True)
+def test_the_hook_is_installed_once_per_process(monkeypatch):
+    """After the first use, no later scope looks for connections again (a scan of the heap)."""
+    with prevent_writes():
+        pass  # installs the hook, if no test has yet
+
+    def scan_again() -> list[object]:
+        msg = "the hook was installed already: no scan needed"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(_hook.gc, "get_objects", scan_again)
+    with prevent_writes():
+        pass
+    with in_database(policy=ReadWrite("other"), prevent_writes=True):
+        pass
+
+
 def test_connections_opened_before_the_first_use_get_the_hook(monkeypatch):
     """A connection already open in another thread, as if before dynroute was imported."""
     connection_created.disconnect(_hook.install)

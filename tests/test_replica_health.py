@@ -18,6 +18,7 @@ from django.db import OperationalError, connections
 import dynroute
 from dynroute import PrimaryReplica, in_database
 from dynroute.replicas import _health, down_replicas, mark_up
+from dynroute.signals import replica_marked_down
 from tests.testapp.models import Item
 
 REPLICAS = ("replica1", "replica2")
@@ -91,7 +92,7 @@ def test_a_down_replica_costs_one_attempt_per_down_seconds_then_comes_back(
     clock[0] += 0.1
     with caplog.at_level(logging.WARNING, logger="dynroute"), block:
         assert read_alias() == "replica1"
-    assert "'replica1' is back up" in caplog.text
+    assert warnings(caplog)[-1] == "dynroute: replica 'replica1' is back up: reads go to it again"
     assert down_replicas() == {}
 
 
@@ -223,3 +224,42 @@ def test_mark_up_forgets_one_replica_or_every_one(clock: list[float], broken: An
         assert read_alias() == "replica1"
     mark_up()
     assert down_replicas() == {}
+
+
+def test_a_replica_down_and_not_due_is_not_tried_when_the_chosen_one_fails(
+    clock: list[float], broken: Any
+) -> None:
+    """The chosen replica fails; the other, down and not yet due, is skipped: the primary."""
+    break_, _, attempts = broken
+    break_("replica1")
+    break_("replica2")
+    block = in_database(policy=replicas(choose=lambda up: up[-1], down_seconds=10))
+    with block:
+        assert read_alias() == "default"  # replica2 chosen, failed; replica1 failed too
+    assert attempts == {"replica1": 1, "replica2": 1}
+    clock[0] += 5
+    mark_up("replica2")  # replica2 up again by hand; replica1 still down for 5 s
+    with block:
+        assert read_alias() == "default"  # replica2 chosen, fails again; replica1 skipped
+    assert attempts == {"replica1": 1, "replica2": 2}
+
+
+def test_a_replica_that_fails_after_the_chosen_one_is_reported_by_the_policy_class(
+    clock: list[float], broken: Any
+) -> None:
+    """Signals of the replicas tried after the chosen one name PrimaryReplica as sender."""
+    break_, _, _ = broken
+    break_("replica1")
+    break_("replica2")
+    senders: list[object] = []
+
+    def receiver(sender: object, **kwargs: Any) -> None:
+        senders.append(sender)
+
+    replica_marked_down.connect(receiver)
+    try:
+        with in_database(policy=replicas(choose=lambda up: up[-1])):
+            assert read_alias() == "default"
+    finally:
+        replica_marked_down.disconnect(receiver)
+    assert senders == [PrimaryReplica, PrimaryReplica]  # replica2 (chosen), then replica1

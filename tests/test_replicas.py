@@ -26,7 +26,15 @@ import dynroute
 from dynroute import PrimaryReplica, in_database, use_primary
 from dynroute.checks import check_replica_mirrors
 from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
-from dynroute.replicas import Entry, _policy, get_pins, has_written, read_primaries, used_primary
+from dynroute.replicas import (
+    Entry,
+    _policy,
+    describe_pins,
+    get_pins,
+    has_written,
+    read_primaries,
+    used_primary,
+)
 from tests.testapp.models import Author, Book, Item
 
 if TYPE_CHECKING:
@@ -406,6 +414,14 @@ def test_has_written_says_whether_a_block_here_wrote_to_its_primary() -> None:
         assert has_written("default")
         assert not has_written("other")
     assert not has_written()
+
+
+def test_pins_are_described_for_the_panel() -> None:
+    """What a read's pins are, in words: the primaries written to, or use_primary()."""
+    assert describe_pins(None) is None  # outside every PrimaryReplica block
+    assert describe_pins(frozenset()) is None  # inside one, nothing written
+    assert describe_pins(frozenset({"default", "other"})) == "default, other"
+    assert describe_pins(frozenset({"", "other"})) == "every primary (use_primary()), other"
 
 
 # Explaining a read: Entry.read_reason() names the rule of Entry.read() that decided it.

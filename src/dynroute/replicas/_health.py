@@ -133,10 +133,12 @@ def _connects(alias: str, down_seconds: float, sender: type) -> bool:
         return False
     if alias in DOWN:
         with _DOWN_LOCK:
-            DOWN.pop(alias, None)
-        logger.warning("dynroute: replica %r is back up: reads go to it again", alias)
-        if _switches.listening:
-            observe.replica_restored.send_robust(sender=sender, alias=alias)
+            # Another thread may have restored it since the test above: one says so.
+            restored = DOWN.pop(alias, None) is not None
+        if restored:
+            logger.warning("dynroute: replica %r is back up: reads go to it again", alias)
+            if _switches.listening:
+                observe.replica_restored.send_robust(sender=sender, alias=alias)
     return True
 
 
