@@ -143,7 +143,7 @@ CASES: dict[str, tuple[str, str, str]] = {
         "",
         "with dyn_mw.block, use_primary(): pass",
     ),
-    "d_has_written": ("has_written(primary)", "", "has_written('default')"),
+    "d_has_written": ("has_written()", "", "has_written()"),
     "d_iscoroutinefunction": (
         "asgiref's iscoroutinefunction(middleware)",
         "",

@@ -62,6 +62,31 @@ def test_a_block_entered_inside_a_transaction_on_the_kept_connection_keeps_it(re
     assert names(reusing) == ["before the inner block", "in the inner block"]
 
 
+def test_a_nested_block_keeps_the_connection_its_enclosing_block_uses_however_old(
+    runtime, monkeypatch
+):
+    """Past CONN_MAX_AGE, a block inside another on the same configuration reconnects nothing.
+
+    The enclosing block's session (a temporary table, a search_path, a server-side
+    cursor) lives on that connection; only a connection kept idle is replaced.
+    """
+    short = {**runtime, "CONN_MAX_AGE": 1}
+    with in_database(short) as route:
+        first = raw_connection(route.alias)
+
+        class TwoSecondsLater:
+            """The clock Django's connections read, moved past CONN_MAX_AGE."""
+
+            @staticmethod
+            def monotonic() -> float:
+                return time.monotonic() + 2
+
+        monkeypatch.setattr(base, "time", TwoSecondsLater)
+        with in_database(dict(short)):
+            assert raw_connection(route.alias) is first
+        assert raw_connection(route.alias) is first
+
+
 def test_close_idle_connections_closes_and_unregisters(reusing):
     """close_idle_connections() closes what reuse kept and withdraws the alias."""
     before = dict(connections.databases)

@@ -1,12 +1,16 @@
 """The switchboard: every process-wide switch of dynroute, and the blocks to re-arm.
 
+A switch is a fact about the process that code on a hot path reads instead of looking
+further: a route lock was set, a prevention scope entered, a signal has a receiver,
+the write hook is installed.
+
 A block checks, on its first entry, what every later entry would find the same (the
 router is installed, its alias exists), then skips those checks. It must not skip
 them once a feature is switched on that every entry has to consult: a route lock
 (``dynroute.tenants``), a receiver of a signal (``dynroute.observe``). Features throw
 their switch here, blocks read it here, and blocks that skip their checks are kept
-here, to be re-armed when a switch is thrown. So no feature imports the blocks, and
-nothing here imports dynroute: this module is the floor of the house.
+here, to be re-armed when such a switch is thrown. So no feature imports the blocks,
+and nothing here imports dynroute: this module is the floor of the house.
 
 Each switch is a module attribute, read where it matters as ``_switches.name`` (one
 attribute lookup), and set through its function below. Only :func:`listen` is ever

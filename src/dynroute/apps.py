@@ -1,7 +1,8 @@
 """The optional Django app: add ``"dynroute"`` to ``INSTALLED_APPS`` for its system checks.
 
 dynroute works without it; installed, ``manage.py check`` reports a router that is
-missing from ``DATABASE_ROUTERS`` or placed where it never decides.
+missing from ``DATABASE_ROUTERS`` or placed where it never decides, replicas that would
+not mirror their primary in tests, and middlewares in an order that misroutes.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""System checks of dynroute's place in ``DATABASE_ROUTERS`` (``manage.py check``).
+"""System checks of dynroute's settings (``manage.py check``): routers, replicas, middleware.
 
 Registered when ``"dynroute"`` is in ``INSTALLED_APPS``:
 

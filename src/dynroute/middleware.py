@@ -16,11 +16,22 @@ chooses (a database per tenant, say), configured by ``settings.DYNROUTE_REQUEST_
 The middleware only enters blocks; the routing is the block's. It serves WSGI and ASGI
 without a thread hop. Settings are read when Django builds the middleware chain: when
 the WSGI or ASGI handler is created (server or worker start), or at a test client's
-first request.
+first request; each middleware keeps them, checked, as its ``settings`` (a
+:class:`PrimaryReplicaSettings` or a :class:`RequestRouteSettings`).
 """
 
 from __future__ import annotations
 
-from dynroute.http import DatabaseMiddleware, PrimaryReplicaMiddleware
+from dynroute.http import (
+    DatabaseMiddleware,
+    PrimaryReplicaMiddleware,
+    PrimaryReplicaSettings,
+    RequestRouteSettings,
+)
 
-__all__ = ["DatabaseMiddleware", "PrimaryReplicaMiddleware"]
+__all__ = [
+    "DatabaseMiddleware",
+    "PrimaryReplicaMiddleware",
+    "PrimaryReplicaSettings",
+    "RequestRouteSettings",
+]

@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any, Final, cast, final
 
 from django.conf import settings
 from django.http import HttpRequest
-from django.utils.module_loading import import_string
 
 from dynroute import tenants
 from dynroute.core import iscoroutinefunction, markcoroutinefunction
 from dynroute.exceptions import ConfigurationError, UsageError
-from dynroute.http._streaming import stream_in, sync_answer
+from dynroute.http._streaming import imported, stream_in, sync_answer
 from dynroute.routing import InDatabase, in_database
 
 if TYPE_CHECKING:
@@ -67,11 +66,7 @@ class RequestRouteSettings:
                 f"function (request) -> target; got {type(path).__name__}."
             )
             raise ConfigurationError(msg)
-        try:
-            resolver: object = import_string(path)
-        except ImportError as error:
-            msg = f"settings.{_ROUTE_SETTING} = {path!r} cannot be imported: {error}"
-            raise ConfigurationError(msg) from None
+        resolver = imported(path, f"settings.{_ROUTE_SETTING}")
         if not callable(resolver):
             msg = f"settings.{_ROUTE_SETTING} = {path!r} names {resolver!r}, not a function."
             raise ConfigurationError(msg)
@@ -110,23 +105,22 @@ class DatabaseMiddleware:
         """
         self.get_response = get_response
         self.settings = RequestRouteSettings.from_settings()
-        # Read on every request: attributes of their own.
-        self.resolver = self.settings.resolver
-        self.lock = self.settings.lock
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
 
     def __repr__(self) -> str:
         """Show the resolver and the lock."""
-        name = getattr(self.resolver, "__qualname__", type(self.resolver).__name__)
-        return f"DatabaseMiddleware(resolver={name}, lock={self.lock})"
+        name = getattr(
+            self.settings.resolver, "__qualname__", type(self.settings.resolver).__name__
+        )
+        return f"DatabaseMiddleware(resolver={name}, lock={self.settings.lock})"
 
     def __call__(self, request: HttpRequest) -> Any:  # noqa: ANN401 - a response, or its coroutine under ASGI
         """Handle ``request`` inside its block (under ASGI, return the coroutine that does)."""
         if self._async:
             return self.__acall__(request)
-        given = sync_answer(self.resolver(request), _ROUTE_SETTING)
+        given = sync_answer(self.settings.resolver(request), _ROUTE_SETTING)
         scope = self._scope(given, request)
         if scope is None:
             return self.get_response(request)
@@ -138,7 +132,7 @@ class DatabaseMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         """Handle ``request`` inside its block, in this task (no thread hop)."""
-        given = self.resolver(request)
+        given = self.settings.resolver(request)
         if inspect.isawaitable(given):
             given = await given
         get_response = cast("AsyncGetResponse", self.get_response)
@@ -174,7 +168,7 @@ class DatabaseMiddleware:
                 "dict, a RoutingPolicy, an in_database() block, or None."
             )
             raise UsageError(msg)
-        if not self.lock:
+        if not self.settings.lock:
             return block
         alias = block.route.alias
         if alias is None:

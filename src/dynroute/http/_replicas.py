@@ -21,12 +21,11 @@ from django.conf import settings
 from django.core import signing
 from django.core.signals import setting_changed
 from django.http import HttpRequest
-from django.utils.module_loading import import_string
 
 from dynroute import _switches, observe
 from dynroute.core import iscoroutinefunction, markcoroutinefunction
 from dynroute.exceptions import ConfigurationError, UsageError
-from dynroute.http._streaming import stream_in, sync_answer
+from dynroute.http._streaming import imported, stream_in, sync_answer
 from dynroute.replicas import (
     PrimaryReplica,
     current_entry,
@@ -167,11 +166,7 @@ def _imported(config: Mapping[str, Any], key: str) -> Any:  # noqa: ANN401 - wha
     value = config.get(key)
     if not isinstance(value, str):
         return value
-    try:
-        return import_string(value)
-    except ImportError as error:
-        msg = f"settings.{_SETTING}[{key!r}] = {value!r} cannot be imported: {error}"
-        raise ConfigurationError(msg) from None
+    return imported(value, f"settings.{_SETTING}[{key!r}]")
 
 
 class PrimaryReplicaMiddleware:
@@ -201,25 +196,25 @@ class PrimaryReplicaMiddleware:
         """
         self.get_response = get_response
         self.settings = PrimaryReplicaSettings.from_settings()
-        # Read on every request: attributes of their own.
-        self.policy = self.settings.policy
-        self.block = in_database(policy=self.policy)
-        self.pin_seconds = self.settings.pin_seconds
-        self.resolver = self.settings.resolver
-        self.cookie_name = self.settings.cookie_name
+        self.block = in_database(policy=self.settings.policy)
         self._async = iscoroutinefunction(get_response)
         if self._async:
             markcoroutinefunction(self)
 
+    @property
+    def policy(self) -> PrimaryReplica:
+        """The policy every request's block routes by (from the settings)."""
+        return self.settings.policy
+
     def __repr__(self) -> str:
         """Show the policy."""
-        return f"PrimaryReplicaMiddleware({self.policy!r})"
+        return f"PrimaryReplicaMiddleware({self.settings.policy!r})"
 
     def __call__(self, request: HttpRequest) -> Any:  # noqa: ANN401 - a response, or its coroutine under ASGI
         """Handle ``request`` inside the block (under ASGI, return the coroutine that does)."""
         if self._async:
             return self.__acall__(request)
-        given = None if self.resolver is None else self._call_sync_resolver(request)
+        given = None if self.settings.resolver is None else self._call_sync_resolver(request)
         primary = self._reads_primary(given, request)
         # Plain with statements, not an ExitStack: this runs on every request.
         with self.block, self._read_scope(primary=primary):
@@ -252,7 +247,7 @@ class PrimaryReplicaMiddleware:
         return use_primary()  # inside an enclosing block: for this request only
 
     def _call_resolver(self, request: HttpRequest) -> object:
-        return None if self.resolver is None else self.resolver(request)
+        return None if self.settings.resolver is None else self.settings.resolver(request)
 
     def _call_sync_resolver(self, request: HttpRequest) -> object:
         return sync_answer(self._call_resolver(request), _SETTING)
@@ -275,11 +270,13 @@ class PrimaryReplicaMiddleware:
 
     def _pinned_by_cookie(self, request: HttpRequest) -> bool:
         """Return whether the request carries a valid pin cookie (its client wrote lately)."""
-        if not self.pin_seconds or not _carries_pin(request, self.cookie_name, self.pin_seconds):
+        if not self.settings.pin_seconds or not _carries_pin(
+            request, self.settings.cookie_name, self.settings.pin_seconds
+        ):
             return False
         if _switches.listening:
             observe.reads_pinned.send_robust(
-                sender=PrimaryReplica, primary=self.policy.primary, reason="cookie"
+                sender=PrimaryReplica, primary=self.settings.policy.primary, reason="cookie"
             )
         return True
 
@@ -287,12 +284,14 @@ class PrimaryReplicaMiddleware:
         self, request: HttpRequest, response: HttpResponseBase, *, primary: bool, wrote: bool
     ) -> None:
         """Set the pin cookie after a write, or after an unsafe request read the primary."""
-        if self.pin_seconds and (wrote or (primary and request.method not in SAFE_METHODS)):
+        if self.settings.pin_seconds and (
+            wrote or (primary and request.method not in SAFE_METHODS)
+        ):
             response.set_signed_cookie(
-                self.cookie_name,
+                self.settings.cookie_name,
                 "1",
                 salt=_SALT,
-                max_age=self.pin_seconds,
+                max_age=self.settings.pin_seconds,
                 **self.settings.cookie,
             )
 
@@ -353,4 +352,5 @@ def _forget_verified(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001
             _VERIFIED.clear()
 
 
+# The id names the module of before the house's reshaping: an id only has to be stable.
 setting_changed.connect(_forget_verified, dispatch_uid="dynroute.middleware._forget_verified")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import inspect
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
-from dynroute.exceptions import UsageError
+from django.utils.module_loading import import_string
+
+from dynroute.exceptions import ConfigurationError, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -20,10 +22,24 @@ if TYPE_CHECKING:
 
     from dynroute.core import Block
 
-__all__ = ["AsyncGetResponse", "stream_in", "sync_answer"]
+__all__ = ["AsyncGetResponse", "imported", "stream_in", "sync_answer"]
 
 #: What a middleware's ``get_response`` is under ASGI.
 AsyncGetResponse: TypeAlias = "Callable[[HttpRequest], Awaitable[HttpResponseBase]]"
+
+
+def imported(path: str, setting: str) -> object:
+    """What the dotted ``path`` a setting gives names.
+
+    Raises:
+        ConfigurationError: It cannot be imported; the message names ``setting``
+            (``settings.NAME`` or ``settings.NAME['key']``) and the path.
+    """
+    try:
+        return import_string(path)
+    except ImportError as error:
+        msg = f"{setting} = {path!r} cannot be imported: {error}"
+        raise ConfigurationError(msg) from None
 
 
 def sync_answer(given: object, setting: str) -> object:

@@ -59,16 +59,13 @@ FORCED: ContextVar[int] = ContextVar("dynroute_use_primary", default=0)
 USED_PRIMARY: ContextVar[bool] = ContextVar("dynroute_used_primary", default=False)
 
 
-def has_written(primary: str | None = None) -> bool:
-    """Return whether this thread or task wrote to ``primary`` in the active blocks.
+def has_written() -> bool:
+    """Return whether this thread or task wrote to the primary of an active block here.
 
-    Without ``primary``: to the primary of any of them (the request middleware's
-    question: a tenant's block inside its block may have its own primary).
+    The request middleware's question: its block's primary, or a tenant's inside it.
     """
     pins = PINS.get()
-    if primary is None:
-        return pins is not None and not pins <= EVERY_PRIMARY
-    return pins is not None and primary in pins
+    return pins is not None and not pins <= EVERY_PRIMARY
 
 
 def describe_pins(pins: frozenset[str] | None) -> str | None:

@@ -37,7 +37,7 @@ class DynamicDbRouter:
 
     def db_for_read(self, model: type[Model], **hints: Any) -> str | None:  # noqa: ANN401 - Django's hints are untyped
         """Return the alias reads of ``model`` go to in this context, or ``None``."""
-        # The top frame's answer; a custom policy's through _state.walk(). Every read.
+        # The top frame's answer; a custom policy's through core's walk(). Every read.
         frame = get_frame()
         if frame is None:
             return None

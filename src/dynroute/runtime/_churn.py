@@ -7,12 +7,13 @@ moments later, it is waste: when most evicted configurations are registered agai
 after, the bound is below what the worker reuses, and its requests pay a connection
 each (throughput halved, measured with 20 tenants and 4 threads at a bound of 16).
 Nothing else would say so: a WARNING in the ``dynroute`` logger does, at most once per
-:data:`QUIET_SECONDS`, naming the setting and a value that would stop it.
+:data:`QUIET_SECONDS`, naming the setting and a value that would stop it. The watch
+runs under the registry's lock and only composes the warning; the registry logs it
+once the lock is released (a handler may do I/O).
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING, Final
 
@@ -20,8 +21,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 __all__ = ["ChurnWatch"]
-
-logger = logging.getLogger("dynroute")
 
 #: A configuration registered again within this time of its eviction came back.
 RECENT_SECONDS: Final = 60.0
@@ -32,6 +31,15 @@ MIN_EVICTIONS: Final = 20
 QUIET_SECONDS: Final = 300.0
 #: The evictions remembered, newest last (a loop over thousands of tenants).
 _REMEMBERED: Final = 4096
+
+
+_MESSAGE: Final = (
+    "DYNROUTE_MAX_IDLE_CONNECTIONS (%d) is below the connections this worker reuses: "
+    "%d of the last %d runtime configurations evicted were needed again within %d s, "
+    "and connected again. Set DYNROUTE_MAX_IDLE_CONNECTIONS to %d or more (the "
+    "server's max_connections must allow workers x (threads + that bound): see the "
+    "tenants guide)."
+)
 
 
 class ChurnWatch:
@@ -63,39 +71,41 @@ class ChurnWatch:
         if len(self._gone) > _REMEMBERED:
             del self._gone[next(iter(self._gone))]
 
-    def registered(self, alias: str, bound: int, kept: Callable[[], Mapping[str, int]]) -> None:
-        """Note that ``alias`` was registered; warn if evicted ones keep coming back.
+    def registered(
+        self, alias: str, bound: int, kept: Callable[[], Mapping[str, int]]
+    ) -> tuple[object, ...] | None:
+        """Note that ``alias`` was registered; if evicted ones keep coming back, the warning.
 
         ``kept`` gives the idle configurations kept now, with their connections: with
         the ones that came back, what the worker reuses.
+
+        Returns:
+            The arguments of the WARNING to log (``logger.warning(*returned)``), or
+            ``None``.
         """
         gone = self._gone.pop(alias, None)
         if gone is None:
-            return
+            return None
         now = self._window()
         evicted_at, connections = gone
         if now - evicted_at >= RECENT_SECONDS:
-            return
+            return None
         self._came_back += 1
         self._back[alias] = connections
         if self._came_back < MIN_EVICTIONS or self._came_back * 2 <= self._evictions:
-            return
+            return None
         if self._warned_at is not None and now - self._warned_at < QUIET_SECONDS:
-            return
+            return None
         self._warned_at = now
-        logger.warning(
-            "DYNROUTE_MAX_IDLE_CONNECTIONS (%d) is below the connections this worker "
-            "reuses: %d of the last %d runtime configurations evicted were needed again "
-            "within %d s, and connected again. Set DYNROUTE_MAX_IDLE_CONNECTIONS to %d or "
-            "more (the server's max_connections must allow workers x (threads + that "
-            "bound): see the tenants guide).",
+        self._since = None  # a new window
+        return (
+            _MESSAGE,
             bound,
             self._came_back,
             self._evictions,
             RECENT_SECONDS,
             sum({**self._back, **kept()}.values()),
         )
-        self._since = None  # a new window
 
     def _window(self) -> float:
         """The time now, starting a new window if the current one is over."""

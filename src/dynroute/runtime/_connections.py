@@ -61,8 +61,14 @@ def load_engine(config: DatabaseConfiguration) -> None:
     _loaded_engines.add(engine)
 
 
-def connect_here(config: DatabaseConfiguration, *, reuse: bool) -> None:
-    """Connect (or, in reuse mode, check a kept connection) in the calling thread.
+def connect_here(config: DatabaseConfiguration, *, check: bool) -> None:
+    """Connect in the calling thread, or, with ``check``, check the connection kept there.
+
+    ``check`` is for a connection kept idle for reuse: Django's
+    ``close_if_unusable_or_obsolete`` closes it if it is too old or broken, as Django
+    does with its own between requests. Never one in use: not one an enclosing block
+    of this thread uses (the caller knows), nor one inside a transaction (a test
+    case's), which Django would close as "autocommit off".
 
     Whatever the driver raises becomes a documented error, raised without the
     driver's frames (they hold the connection parameters): a database error or an
@@ -73,10 +79,7 @@ def connect_here(config: DatabaseConfiguration, *, reuse: bool) -> None:
     """
     wrapper = connections[config.alias]
     try:
-        # A kept connection is checked as Django checks its own between requests, but
-        # never inside a transaction: Django would close it ("don't take chances" with
-        # autocommit off), losing an enclosing block's or a test case's transaction.
-        if reuse and not wrapper.in_atomic_block:
+        if check and not wrapper.in_atomic_block:
             wrapper.close_if_unusable_or_obsolete()
         if wrapper.connection is None:
             wrapper.ensure_connection()

@@ -143,12 +143,18 @@ def enter(config: DatabaseConfiguration) -> None:
     """
     load_engine(config)
     ident = threading.get_ident()
+    churn: tuple[object, ...] | None = None
     with _lock:
         entry = _entries.get(config.alias)
         registered = entry is None
         if entry is None:
             entry = _register(config)
+            if entry.reuse:
+                churn = _CHURN.registered(config.alias, _max_idle_connections(), _kept)
         entry.active += 1
+        # A connection kept idle here is checked (and replaced if obsolete); one an
+        # enclosing block of this thread is using never is.
+        idle_here = ident not in entry.users
         entry.users[ident] = entry.users.get(ident, 0) + 1
         if registered and _switches.listening:
             _events.append((observe.configuration_registered, _registered(entry)))
@@ -158,10 +164,12 @@ def enter(config: DatabaseConfiguration) -> None:
             # waits, so it cannot connect before listeners (a test case's guard)
             # know of the alias, nor hear of it out of order with an exit.
             _notify(config.alias, active=True)
+    if churn is not None:
+        logger.warning(*churn)  # outside the lock: a handler may do I/O
     try:
         if _events:
             _send_events()
-        connect_here(config, reuse=entry.reuse)
+        connect_here(config, check=entry.reuse and idle_here)
     except BaseException:
         _leave(config, failed=True)
         raise
@@ -268,8 +276,7 @@ def _register(config: DatabaseConfiguration) -> _Entry:
         raise ConfigurationError(msg)
     reuse = _reuses_connections(config)
     if reuse:
-        # A bad setting fails here, before anything changes.
-        _CHURN.registered(alias, _max_idle_connections(), _kept)
+        _max_idle_connections()  # a bad setting fails here, before anything changes
     claimed = claim_alias(config)
     # A fresh copy of the containers: Django stores and may change the entry it uses.
     published = copy_structure(config.settings)
