@@ -87,6 +87,26 @@ def test_a_nested_block_keeps_the_connection_its_enclosing_block_uses_however_ol
         assert raw_connection(route.alias) is first
 
 
+def test_the_connection_of_a_thread_that_ended_is_closed_not_kept(reusing):
+    """A thread per request (Django under ASGI): an ended thread's connection is not kept.
+
+    It can never be used again (connections are per thread): it is closed when the
+    configuration next goes idle, instead of holding a server connection and a share
+    of the idle bound.
+    """
+
+    def request() -> None:
+        with in_database(reusing):
+            Item.objects.count()
+
+    for _ in range(5):
+        thread = threading.Thread(target=request)
+        thread.start()
+        thread.join()
+    assert sessions(reusing, expected=1) == 1  # the last thread's, until the next exit
+    assert close_idle_connections() == 1
+
+
 def test_close_idle_connections_closes_and_unregisters(reusing):
     """close_idle_connections() closes what reuse kept and withdraws the alias."""
     before = dict(connections.databases)

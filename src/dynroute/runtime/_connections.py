@@ -143,7 +143,7 @@ def close_here(alias: str) -> None:
 
 
 def close_everywhere(
-    alias: str, opened: Iterable[tuple[BaseDatabaseWrapper, int]], *, stray: bool
+    alias: str, opened: Iterable[tuple[BaseDatabaseWrapper, threading.Thread]], *, stray: bool
 ) -> None:
     """Close the connections ``opened`` under ``alias`` (with their threads), in every thread.
 
@@ -152,9 +152,9 @@ def close_everywhere(
     the wrapper reset to reconnect if that thread ever uses it again; no block is
     using any of them at this point.
     """
-    me = threading.get_ident()
+    me = threading.current_thread()
     for wrapper, owner in opened:
-        if owner == me:
+        if owner is me:
             close_here(alias)
             continue
         if stray:

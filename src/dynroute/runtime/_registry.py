@@ -93,8 +93,8 @@ class _Entry:
     #: thread ident -> blocks whose queries run in that thread
     users: dict[int, int] = field(default_factory=dict[int, int])
     #: every wrapper that connected under this alias -> the thread it belongs to
-    opened: weakref.WeakKeyDictionary[BaseDatabaseWrapper, int] = field(
-        default_factory=weakref.WeakKeyDictionary[BaseDatabaseWrapper, int]
+    opened: weakref.WeakKeyDictionary[BaseDatabaseWrapper, threading.Thread] = field(
+        default_factory=weakref.WeakKeyDictionary[BaseDatabaseWrapper, threading.Thread]
     )
     #: open connections it held when it went idle: its share of the idle bound
     idle_weight: int = 0
@@ -103,7 +103,7 @@ class _Entry:
     def alias(self) -> str:
         return self.config.alias
 
-    def open_connections(self) -> list[tuple[BaseDatabaseWrapper, int]]:
+    def open_connections(self) -> list[tuple[BaseDatabaseWrapper, threading.Thread]]:
         return [
             (wrapper, thread)
             for wrapper, thread in list(self.opened.items())
@@ -300,7 +300,14 @@ def _reuses_connections(config: DatabaseConfiguration) -> bool:
 def _make_idle(entry: _Entry) -> None:
     """Keep ``entry``, no longer used by any block, as the most recently used idle one."""
     global _idle_weight  # noqa: PLW0603 - module state guarded by _lock
-    entry.idle_weight = len(entry.open_connections())
+    opened = entry.open_connections()
+    # The connection of a thread that has ended is never used again (under ASGI,
+    # Django runs each request's sync code in a thread of its own): close it rather
+    # than keep it, a server connection held for nothing.
+    ended = [(wrapper, thread) for wrapper, thread in opened if not thread.is_alive()]
+    if ended:
+        close_everywhere(entry.alias, ended, stray=False)
+    entry.idle_weight = len(opened) - len(ended)
     _idle[entry.alias] = entry
     _idle_weight += entry.idle_weight
 
@@ -429,7 +436,7 @@ def _on_connection_created(
     with _lock:
         entry = _entries.get(connection.alias)
         if entry is not None:
-            entry.opened[connection] = threading.get_ident()
+            entry.opened[connection] = threading.current_thread()
 
 
 connection_created.connect(_on_connection_created, dispatch_uid="dynroute-runtime-connections")
