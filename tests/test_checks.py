@@ -81,12 +81,17 @@ def test_the_tenant_middleware_before_the_replica_middleware_is_an_error() -> No
     assert error.id == "dynroute.E020"
     assert error.level == checks.ERROR
     assert error.obj == "MIDDLEWARE"
-    assert error.msg.startswith(
+    assert error.msg == (
         "DatabaseMiddleware comes before PrimaryReplicaMiddleware in MIDDLEWARE: the "
-        "primary/replica block is entered inside each tenant's block"
+        "primary/replica block is entered inside each tenant's block, so a tenant's "
+        "reads go to the shared replicas and its writes to the shared primary (with "
+        "DYNROUTE_REQUEST_LOCK = True, every tenant request raises RouteLockedError)."
     )
-    assert error.hint is not None
-    assert error.hint.startswith(f'Put "{REPLICAS}" before "{TENANTS}"')
+    assert error.hint == (
+        f'Put "{REPLICAS}" before "{TENANTS}": requests with no tenant use the primary and '
+        "its replicas, and a tenant's block, entered inside, decides its queries. To give "
+        "tenants replicas, return a PrimaryReplica of the tenant's aliases from the resolver."
+    )
 
 
 @pytest.mark.parametrize(

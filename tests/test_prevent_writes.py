@@ -357,8 +357,9 @@ def test_a_connection_opened_inside_a_users_execute_wrapper_keeps_the_hook():
 @pytest.mark.django_db(databases=["default", "other"], transaction=True)
 def test_the_hook_is_installed_once_per_process(monkeypatch):
     """After the first use, no later scope looks for connections again (a scan of the heap)."""
+    monkeypatch.setattr(_switches, "hook_installed", False)  # as in a new process
     with prevent_writes():
-        pass  # installs the hook, if no test has yet
+        pass  # installs the hook (again: installing twice changes nothing)
 
     def scan_again() -> list[object]:
         msg = "the hook was installed already: no scan needed"

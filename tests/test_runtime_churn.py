@@ -199,3 +199,45 @@ def test_comebacks_that_are_not_most_of_the_evictions_are_not_churn(
             clock[0] += 0.1
     assert churn_warnings(caplog) == []
     close_idle_connections()
+
+
+# The watch itself: how many evictions it remembers, and where a window ends.
+
+
+@pytest.fixture
+def watch(monkeypatch: pytest.MonkeyPatch, clock: list[float]) -> _churn.ChurnWatch:
+    """A watch that remembers 3 evictions and judges from the first comeback."""
+    monkeypatch.setattr(_churn, "_REMEMBERED", 3)
+    monkeypatch.setattr(_churn, "MIN_EVICTIONS", 1)
+    return _churn.ChurnWatch()
+
+
+def comebacks(watch: _churn.ChurnWatch, *aliases: str) -> list[object]:
+    """Register ``aliases`` in turn: each warning's count of comebacks, or None for none."""
+    verdicts = [watch.registered(alias, 2, dict) for alias in aliases]
+    return [None if verdict is None else verdict[2] for verdict in verdicts]
+
+
+def test_the_watch_remembers_as_many_evictions_as_it_may(watch):
+    """Three evicted with room for three: the first two back are most of them, warned."""
+    for alias in ("a", "b", "c"):
+        watch.evicted(alias, 1)
+    assert comebacks(watch, "a", "b") == [None, 2]
+
+
+def test_the_watch_forgets_its_oldest_eviction_past_what_it_may_remember(watch):
+    """A fourth eviction forgets the first: its comeback is not counted, the others are."""
+    for alias in ("a", "b", "c", "d"):
+        watch.evicted(alias, 1)
+    assert comebacks(watch, "a", "b", "c", "d") == [None, None, None, 3]
+
+
+def test_a_window_lasts_sixty_seconds_to_the_end(watch, clock):
+    """An eviction 60 s into a window is in it: one comeback of two evictions is not most."""
+    watch.evicted("a", 1)
+    clock[0] += _churn.WINDOW_SECONDS
+    watch.evicted("b", 1)
+    assert comebacks(watch, "b") == [None]
+    clock[0] += 0.001  # past it: a new window, where b's comeback would be the only one
+    watch.evicted("c", 1)
+    assert comebacks(watch, "c") == [1]

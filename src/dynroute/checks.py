@@ -155,7 +155,7 @@ def check_middleware_order(
     block sends every query to the shared primary or its replicas, writes included.
     """
     positions: dict[type[object], int] = {}
-    for index, path in enumerate(getattr(settings, "MIDDLEWARE", None) or ()):
+    for index, path in enumerate(settings.MIDDLEWARE):
         try:
             found: object = import_string(str(path))
         except Exception:  # noqa: BLE001, S112 - another middleware failing to import is not this check's

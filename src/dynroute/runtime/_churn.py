@@ -66,7 +66,8 @@ class ChurnWatch:
         """Note that ``alias``, holding ``connections`` idle connections, was evicted."""
         now = self._window()
         self._evictions += 1
-        self._gone.pop(alias, None)
+        # Not remembered already: registered() forgets an alias registered again, and
+        # only a registered configuration can be evicted.
         self._gone[alias] = (now, connections)
         if len(self._gone) > _REMEMBERED:
             del self._gone[next(iter(self._gone))]
