@@ -118,7 +118,7 @@ def build_variants() -> dict[str, dict[str, Callable[[int], object]]]:  # noqa: 
     from multidb.pinning import pin_this_thread, unpin_this_thread  # noqa: PLC0415
 
     import dynroute  # noqa: PLC0415
-    from dynroute import middleware as dynroute_middleware  # noqa: PLC0415
+    from dynroute.http import _replicas as dynroute_middleware  # noqa: PLC0415
 
     if str(ROOT / "src") not in (dynroute.__file__ or "") or "site-packages" not in (
         multidb.__file__ or ""
@@ -211,7 +211,7 @@ def build_variants() -> dict[str, dict[str, Callable[[int], object]]]:  # noqa: 
                     jar.update(cookies)
                 if new:
                     # As if the cookie had never been seen: dynroute checks its HMAC.
-                    dynroute_middleware._VERIFIED.clear()  # noqa: SLF001 - the cookies found valid
+                    dynroute_middleware._VERIFIED.clear()  # noqa: SLF001 - cookies found valid
                 body = send(path).content
             return body.decode()
 
