@@ -97,6 +97,36 @@ def test_an_iteration_begun_before_a_compaction_ends_on_the_old_order():
     assert list(reading) == [f"a{number}" for number in range(30, 40)]
 
 
+def test_holes_are_dropped_when_over_16_and_over_half_the_list():
+    """Compaction waits for both: a few holes in a long list, or many in a short one, stay."""
+    long = Published({f"a{number}": {} for number in range(40)})
+    for number in range(20):
+        long.remove(f"a{number}")
+        assert len(long._order) == 40  # 20 holes are half of 40, not over it
+    long.remove("a20")
+    assert long._order == [f"a{number}" for number in range(21, 40)]
+    assert long._holes == 0
+    short = Published({f"b{number}": {} for number in range(20)})
+    for number in range(16):
+        short.remove(f"b{number}")
+        assert len(short._order) == 20  # 16 holes are not over 16
+    short.remove("b16")
+    assert short._order == ["b17", "b18", "b19"]
+
+
+def test_registering_and_dropping_aliases_changes_one_mapping_in_place(runtime, tmp_path):
+    """No copy per registration: the second alias joins the first's mapping, and leaves it."""
+    other = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "other.db")}
+    with in_database(other):
+        mapping = connections.settings
+        assert type(mapping) is Published
+        with in_database(runtime) as inner:
+            assert connections.settings is mapping
+            assert inner.alias in mapping
+        assert connections.settings is mapping
+        assert inner.alias not in mapping
+
+
 def test_code_that_assigns_into_the_settings_still_can(runtime):
     """Assigning and deleting an alias work as on Django's dict, beside runtime aliases.
 

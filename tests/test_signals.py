@@ -148,6 +148,25 @@ def test_a_block_checked_before_the_first_receiver_reports_its_next_entry() -> N
     assert len(recorded.events) == 4  # disconnected: nothing more
 
 
+def test_a_block_let_skip_its_checks_as_another_thread_starts_listening_is_rearmed() -> None:
+    """The switch thrown between a block's checked entry and its joining the skipping ones.
+
+    The thread that threw it re-armed the blocks it knew, not this one: the block re-arms
+    itself, so that its next entry reports.
+    """
+    block = in_database("other")
+    with block:
+        pass
+    assert not block._setup
+    _switches.listening = True  # thrown, the blocks not re-armed
+    try:
+        block._setup = False
+        _switches.skip_checks(block)
+    finally:
+        _switches.listening = False
+    assert block._setup is True
+
+
 def test_one_receiver_of_one_signal_reaches_blocks_that_skip_their_checks() -> None:
     """The first receiver, of block_exited alone, hears the next exit of a block checked before."""
     block = in_database("other")
