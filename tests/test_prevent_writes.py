@@ -205,6 +205,42 @@ def test_in_database_prevent_writes_is_a_block_inside_prevent_writes(data):
     )
 
 
+class ToOther:
+    """A custom policy: asked per query, it sends everything to "other"."""
+
+    def db_for_read(self, model, /, **hints):
+        return "other"
+
+    def db_for_write(self, model, /, **hints):
+        return "other"
+
+
+def test_a_block_on_a_custom_policy_with_prevent_writes_refuses_its_writes(data):
+    """The policy is asked and answers "other", for reads and writes: the write is refused."""
+    with in_database(policy=ToOther(), prevent_writes=True):
+        assert Item.objects.get().name == "kept in other"
+        with pytest.raises(WriteForbiddenError) as raised:
+            Item.objects.create(name="x")
+        assert str(raised.value) == orm_refusal("testapp.Item", "other")
+    assert contents() == {"default": ["kept"], "other": ["kept in other"]}
+
+
+def test_a_block_whose_scope_an_outer_prevent_writes_ended_says_so_on_exit(data):
+    """prevent_writes() left before a block with prevent_writes=True entered inside it.
+
+    Leaving the scope ends the block's scope too (entered inside it); the block's exit
+    then says it was not left innermost first, and its route is gone all the same.
+    """
+    outer = prevent_writes()
+    outer.__enter__()
+    block = in_database("other", prevent_writes=True)
+    block.__enter__()
+    outer.__exit__(None, None, None)
+    with pytest.raises(RouteStateError, match="innermost first"):
+        block.__exit__(None, None, None)
+    assert Item.objects.get().name == "kept"  # the default database again
+
+
 def test_a_block_without_prevention_is_a_different_block(data):
     """The block cache never hands a preventing block to a call without the flag."""
     with in_database("other", prevent_writes=True):

@@ -122,6 +122,15 @@ def test_a_retry_is_claimed_by_one_caller_only(clock: list[float]) -> None:
     assert down_replicas() == {"replica1": 5.0}
 
 
+def test_a_replica_due_for_its_retry_is_shown_with_no_time_left(clock: list[float]) -> None:
+    """Past its wait and not yet tried again: still down, with 0 seconds to go, not fewer."""
+    _health._mark_down("replica1", 5, OperationalError("x"), PrimaryReplica)
+    clock[0] += 2
+    assert down_replicas() == {"replica1": 3.0}
+    clock[0] += 5
+    assert down_replicas() == {"replica1": 0.0}
+
+
 def test_a_failed_retry_says_the_replica_is_still_down(
     clock: list[float], broken: Any, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -23,9 +23,15 @@ from django.db import connections, router, transaction
 from django.test import override_settings
 
 import dynroute
-from dynroute import PrimaryReplica, in_database, use_primary
+from dynroute import PrimaryReplica, in_database, tenants, use_primary
 from dynroute.checks import check_replica_mirrors
-from dynroute.exceptions import RouteStateError, UnknownDatabaseError, UsageError
+from dynroute.exceptions import (
+    RouteLockedError,
+    RouteStateError,
+    UnknownDatabaseError,
+    UsageError,
+    WriteForbiddenError,
+)
 from dynroute.replicas import (
     Entry,
     _policy,
@@ -77,6 +83,37 @@ def test_reads_go_to_one_replica_per_block_and_writes_to_the_primary() -> None:
         assert read_alias() == chosen  # pinning off
     assert Item.objects.using("default").filter(name="written").exists()
     assert not Item.objects.using(chosen).filter(name="written").exists()
+
+
+def test_writes_go_to_the_policys_primary_whichever_database_it_is() -> None:
+    """A PrimaryReplica on "other": its writes, and the router's answer for them, go there."""
+    with in_database(policy=PrimaryReplica("other", REPLICAS)):
+        assert router.db_for_write(Item) == "other"
+        Item.objects.create(name="on-other")
+    assert Item.objects.using("other").filter(name="on-other").exists()
+    assert not Item.objects.using("default").filter(name="on-other").exists()
+
+
+def test_a_block_locked_to_the_primary_admits_its_primary_replica_policy() -> None:
+    """Under a route lock to "other" (a tenant's request), a policy on "other" enters."""
+    tenants.lock("other")
+    try:
+        with in_database(policy=PrimaryReplica("other", REPLICAS)):
+            Item.objects.create(name="tenant-row")
+        with pytest.raises(RouteLockedError), in_database(policy=replicas()):
+            pass  # pragma: no cover - refused: its primary is "default"
+    finally:
+        tenants.release()
+    assert Item.objects.using("other").filter(name="tenant-row").exists()
+
+
+def test_a_block_with_prevent_writes_refuses_writes_to_its_primary() -> None:
+    """prevent_writes=True on a PrimaryReplica block: its reads run, its writes are refused."""
+    with in_database(policy=replicas(), prevent_writes=True):
+        assert read_alias() in REPLICAS
+        with pytest.raises(WriteForbiddenError):
+            Item.objects.create(name="refused")
+    assert not Item.objects.using("default").filter(name="refused").exists()
 
 
 def test_round_robin_alternates_the_replicas_between_entries() -> None:

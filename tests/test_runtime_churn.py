@@ -241,3 +241,23 @@ def test_a_window_lasts_sixty_seconds_to_the_end(watch, clock):
     clock[0] += 0.001  # past it: a new window, where b's comeback would be the only one
     watch.evicted("c", 1)
     assert comebacks(watch, "c") == [1]
+
+
+def test_a_configuration_back_sixty_seconds_after_its_eviction_did_not_come_back_soon(watch, clock):
+    """Registered again 60 s after its eviction, or later: the bound was right to close it."""
+    watch.evicted("a", 1)
+    watch.evicted("b", 1)
+    clock[0] += _churn.RECENT_SECONDS
+    assert comebacks(watch, "a", "b") == [None, None]
+
+
+def test_a_second_warning_may_come_five_minutes_after_the_first(watch, clock):
+    """The quiet time is five minutes to the second: then churn is said again."""
+    watch.evicted("a", 1)
+    assert comebacks(watch, "a") == [1]
+    clock[0] += _churn.QUIET_SECONDS - 1
+    watch.evicted("b", 1)
+    assert comebacks(watch, "b") == [None]  # still quiet
+    clock[0] += 1
+    watch.evicted("c", 1)
+    assert comebacks(watch, "c") == [2]  # b and c, in the window b's eviction began
