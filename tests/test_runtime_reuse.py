@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,41 @@ def test_the_connection_of_a_thread_that_ended_is_closed_not_kept(reusing):
         thread.start()
         thread.join()
     assert sessions(reusing, expected=1) == 1  # the last thread's, until the next exit
+    assert close_idle_connections() == 1
+
+
+def test_an_ended_threads_connection_is_closed_by_the_next_one_not_left_to_the_collector(
+    reusing,
+):
+    """While blocks keep a configuration active from thread to thread, it never goes idle.
+
+    The connection of a thread that has ended is closed when the next thread connects,
+    and until then held, not left for the garbage collector to find open (a
+    ResourceWarning, and a server session for as long as it takes to run).
+    """
+
+    def request() -> None:
+        with in_database(reusing):
+            Item.objects.count()
+
+    gc.collect()
+    gc.disable()  # nothing collected behind the test's back
+    try:
+        with in_database(reusing):  # the configuration stays active meanwhile
+            for _ in range(3):
+                thread = threading.Thread(target=request)
+                thread.start()
+                thread.join()
+            # Ours and the last thread's: the two before were closed as the next connected.
+            assert sessions(reusing, expected=2) == 2
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                gc.collect()
+            assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+            assert sessions(reusing, expected=2) == 2
+    finally:
+        gc.enable()
+    assert sessions(reusing, expected=1) == 1  # the ended thread's, closed on the way out
     assert close_idle_connections() == 1
 
 

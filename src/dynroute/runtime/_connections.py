@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from dynroute.core import DatabaseConfiguration
 
 __all__ = [
+    "Opened",
     "close_everywhere",
     "close_here",
     "close_pool",
@@ -168,6 +169,57 @@ def close_everywhere(
             raw.close()
         except Exception as error:  # noqa: BLE001 - a dead connection may fail to close; it is gone
             logger.warning("closing runtime database %r failed: %s", alias, type(error).__name__)
+
+
+class Opened:
+    """The connections opened under one runtime alias, in every thread, with their threads.
+
+    Held, not weakly: the connection of a thread that has ended is closed here (see
+    :meth:`prune`), never left open until the garbage collector gets to it (a
+    ResourceWarning, and a server session held meanwhile). The registry's lock guards it.
+    """
+
+    __slots__ = ("_wrappers", "alias", "ever")
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        #: whether anything ever connected under the alias
+        self.ever = False
+        self._wrappers: dict[BaseDatabaseWrapper, threading.Thread] = {}
+
+    def add(self, wrapper: BaseDatabaseWrapper) -> None:
+        """Remember ``wrapper``, which has just connected in the calling thread.
+
+        The connections of threads that have ended are closed then too: an alias that
+        blocks keep active from thread to thread (a thread per request) never goes idle.
+        """
+        self.prune()
+        self._wrappers[wrapper] = threading.current_thread()
+        self.ever = True
+
+    def connections(self) -> list[tuple[BaseDatabaseWrapper, threading.Thread]]:
+        """The wrappers holding a connection now, with their threads."""
+        return [(w, thread) for w, thread in self._wrappers.items() if w.connection is not None]
+
+    def prune(self) -> None:
+        """Close the connections of threads that have ended; forget closed wrappers.
+
+        An ended thread's connection is never used again (under ASGI, Django runs each
+        request's sync code in a thread of its own). A closed wrapper that connects
+        again is added again.
+        """
+        ended: list[tuple[BaseDatabaseWrapper, threading.Thread]] = []
+        for wrapper, thread in list(self._wrappers.items()):
+            if wrapper.connection is None or not thread.is_alive():
+                del self._wrappers[wrapper]
+                if wrapper.connection is not None:
+                    ended.append((wrapper, thread))
+        close_everywhere(self.alias, ended, stray=False)
+
+    def close(self, *, stray: bool) -> None:
+        """Close every connection, in every thread (see :func:`close_everywhere`)."""
+        close_everywhere(self.alias, self.connections(), stray=stray)
+        self._wrappers.clear()
 
 
 def close_pool(config: DatabaseConfiguration) -> None:

@@ -34,14 +34,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
 from dynroute import _switches, observe
@@ -49,7 +47,7 @@ from dynroute.core import DatabaseConfiguration, claim_alias, copy_structure, re
 from dynroute.exceptions import ConfigurationError
 from dynroute.runtime._churn import ChurnWatch
 from dynroute.runtime._connections import (
-    close_everywhere,
+    Opened,
     close_here,
     close_pool,
     connect_here,
@@ -61,6 +59,7 @@ from dynroute.runtime._published import current_settings, publish, withdraw
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from django.db.backends.base.base import BaseDatabaseWrapper
     from django.dispatch import Signal
 
 __all__ = [
@@ -92,23 +91,17 @@ class _Entry:
     active: int = 0
     #: thread ident -> blocks whose queries run in that thread
     users: dict[int, int] = field(default_factory=dict[int, int])
-    #: every wrapper that connected under this alias -> the thread it belongs to
-    opened: weakref.WeakKeyDictionary[BaseDatabaseWrapper, threading.Thread] = field(
-        default_factory=weakref.WeakKeyDictionary[BaseDatabaseWrapper, threading.Thread]
-    )
+    #: the connections opened under the alias, in every thread
+    opened: Opened = field(init=False)
     #: open connections it held when it went idle: its share of the idle bound
     idle_weight: int = 0
+
+    def __post_init__(self) -> None:
+        self.opened = Opened(self.config.alias)
 
     @property
     def alias(self) -> str:
         return self.config.alias
-
-    def open_connections(self) -> list[tuple[BaseDatabaseWrapper, threading.Thread]]:
-        return [
-            (wrapper, thread)
-            for wrapper, thread in list(self.opened.items())
-            if wrapper.connection is not None
-        ]
 
 
 _lock = threading.RLock()
@@ -300,14 +293,8 @@ def _reuses_connections(config: DatabaseConfiguration) -> bool:
 def _make_idle(entry: _Entry) -> None:
     """Keep ``entry``, no longer used by any block, as the most recently used idle one."""
     global _idle_weight  # noqa: PLW0603 - module state guarded by _lock
-    opened = entry.open_connections()
-    # The connection of a thread that has ended is never used again (under ASGI,
-    # Django runs each request's sync code in a thread of its own): close it rather
-    # than keep it, a server connection held for nothing.
-    ended = [(wrapper, thread) for wrapper, thread in opened if not thread.is_alive()]
-    if ended:
-        close_everywhere(entry.alias, ended, stray=False)
-    entry.idle_weight = len(opened) - len(ended)
+    entry.opened.prune()
+    entry.idle_weight = len(entry.opened.connections())
     _idle[entry.alias] = entry
     _idle_weight += entry.idle_weight
 
@@ -324,11 +311,11 @@ def _unregister(entry: _Entry, reason: observe.CloseReason) -> None:
     if _switches.listening:
         _events.append((observe.configuration_closed, {"alias": entry.alias, "reason": reason}))
     _not_idle(entry)
-    if entry.claimed and not entry.opened:
+    if entry.claimed and not entry.opened.ever:
         # Nothing ever connected under the name: no thread can hold a wrapper for
         # it, so other settings may use it (a corrected password, say).
         release_alias(entry.config)
-    close_everywhere(entry.alias, entry.open_connections(), stray=not entry.reuse)
+    entry.opened.close(stray=not entry.reuse)
     close_pool(entry.config)
     del _entries[entry.alias]
     withdraw(entry.alias, last=not _entries)
@@ -336,7 +323,7 @@ def _unregister(entry: _Entry, reason: observe.CloseReason) -> None:
 
 def _evict(entry: _Entry, reason: observe.CloseReason) -> int:
     """Close and unregister an idle entry; return how many connections it had."""
-    count = len(entry.open_connections())
+    count = len(entry.opened.connections())
     _unregister(entry, reason)
     return count
 
@@ -436,7 +423,7 @@ def _on_connection_created(
     with _lock:
         entry = _entries.get(connection.alias)
         if entry is not None:
-            entry.opened[connection] = threading.current_thread()
+            entry.opened.add(connection)
 
 
 connection_created.connect(_on_connection_created, dispatch_uid="dynroute-runtime-connections")
