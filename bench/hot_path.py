@@ -13,8 +13,14 @@ operations minus 0 in the same script, divided by N, once per ``PYTHONHASHSEED``
 (hash seeds move some rows by a few percent: the median of three settles them). The
 rows are the ones a query pays for: entering and leaving a block, building one, the
 router's decision, a routed query, the write hook, and the primary/replica decision;
-the two requests through ``PrimaryReplicaMiddleware`` are shown too (they move by a
-few thousand instructions from run to run, when the garbage collector runs).
+the two requests through ``PrimaryReplicaMiddleware`` are shown too.
+
+The garbage collector is off in every measured process (``bench/nogc``): with it on,
+a full collection (about 20 million instructions with Django loaded) lands among a
+row's operations or not depending on how many objects were made before them, which
+any change to the code moves. On 08eca4d it moved enter + exit of a block from 5,542
+to 6,537 instructions on two hash seeds of three, and not on the third; with the
+collector off, the three seeds agree within 0.5%.
 """
 
 from __future__ import annotations
@@ -70,7 +76,7 @@ def per_operation(trees: dict[str, Path], seeds: list[int]) -> dict[tuple[str, s
 
     def count(job: tuple[str, int, str, Path, int]) -> int:
         variant, n, script, tree, seed = job
-        return instructions(variant, n, script, tree=tree, seed=seed)
+        return instructions(variant, n, script, tree=tree, seed=seed, collector=False)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         totals = dict(zip(jobs, pool.map(count, jobs.values()), strict=True))

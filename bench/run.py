@@ -169,15 +169,23 @@ def measure(*arguments: str, script: str = "measure.py", venv: Path = VENV) -> d
     return result
 
 
-def instructions(
-    variant: str, n: int, script: str = "measure.py", *, tree: Path = ROOT, seed: int = 0
+def instructions(  # noqa: PLR0913 - one measurement's every knob, named
+    variant: str,
+    n: int,
+    script: str = "measure.py",
+    *,
+    tree: Path = ROOT,
+    seed: int = 0,
+    collector: bool = True,
 ) -> int:
     """Instructions executed by ``tree/bench/script --count variant n`` (valgrind).
 
     ``tree`` is a checkout whose own scripts and ``src/`` are measured (bench/hot_path.py
-    passes an earlier commit's); ``seed`` is the ``PYTHONHASHSEED``.
+    passes an earlier commit's); ``seed`` is the ``PYTHONHASHSEED``; ``collector=False``
+    turns the garbage collector off in the process (``bench/nogc/sitecustomize.py``).
     """
     environment = {**os.environ, "PYTHONHASHSEED": str(seed)}
+    path = [] if collector else [str(BENCH / "nogc")]
     if script == "measure.py":
         # measure.py appends the tree's src to sys.path itself, after site-packages,
         # where the original django-dynamic-db-router must be found first.
@@ -185,7 +193,9 @@ def instructions(
     else:
         command = [str(venv_python(VENV_MULTIDB)), str(tree / "bench" / script)]
         # The tree's src first: the multidb venv has this checkout installed editable.
-        environment["PYTHONPATH"] = str(tree / "src")
+        path.append(str(tree / "src"))
+    if path:
+        environment["PYTHONPATH"] = os.pathsep.join(path)
     done = subprocess.run(
         [
             "valgrind",
