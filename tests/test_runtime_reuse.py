@@ -110,7 +110,7 @@ def test_the_connection_of_a_thread_that_ended_is_closed_not_kept(reusing):
 
 
 def test_an_ended_threads_connection_is_closed_by_the_next_one_not_left_to_the_collector(
-    reusing,
+    reusing, caplog
 ):
     """While blocks keep a configuration active from thread to thread, it never goes idle.
 
@@ -126,7 +126,7 @@ def test_an_ended_threads_connection_is_closed_by_the_next_one_not_left_to_the_c
     gc.collect()
     gc.disable()  # nothing collected behind the test's back
     try:
-        with in_database(reusing):  # the configuration stays active meanwhile
+        with caplog.at_level(logging.WARNING, logger="dynroute"), in_database(reusing):
             for _ in range(3):
                 thread = threading.Thread(target=request)
                 thread.start()
@@ -142,6 +142,43 @@ def test_an_ended_threads_connection_is_closed_by_the_next_one_not_left_to_the_c
         gc.enable()
     assert sessions(reusing, expected=1) == 1  # the ended thread's, closed on the way out
     assert close_idle_connections() == 1
+    assert caplog.records == []  # closing them is routine, not a stray connection
+
+
+class _FailingClose:
+    """A DB-API connection whose close() fails (the real one is closed by the test)."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def close(self) -> None:
+        msg = "the socket is gone"
+        raise OSError(msg)
+
+
+def test_an_ended_threads_connection_that_fails_to_close_is_named_in_a_warning(reusing, caplog):
+    """A close that fails is logged with the alias, and the next thread connects all the same."""
+    raws = []
+
+    def request() -> None:
+        with in_database(reusing) as route:
+            Item.objects.count()
+        wrapper = connections[route.alias]
+        raws.append(wrapper.connection)
+        wrapper.connection = _FailingClose(wrapper.connection)
+
+    first = threading.Thread(target=request)
+    first.start()
+    first.join()
+    try:
+        with caplog.at_level(logging.WARNING, logger="dynroute"), in_database(reusing) as route:
+            assert Item.objects.count() == 0
+        assert [record.getMessage() for record in caplog.records] == [
+            f"closing runtime database {route.alias!r} failed: OSError"
+        ]
+    finally:
+        raws[0].close()
+        close_idle_connections()
 
 
 def test_close_idle_connections_closes_and_unregisters(reusing):
