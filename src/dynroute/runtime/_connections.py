@@ -216,10 +216,12 @@ class Opened:
                     ended.append((wrapper, thread))
         close_everywhere(self.alias, ended, stray=False)
 
-    def close(self, *, stray: bool) -> None:
-        """Close every connection, in every thread (see :func:`close_everywhere`)."""
-        close_everywhere(self.alias, self.connections(), stray=stray)
+    def close(self, *, stray: bool) -> int:
+        """Close every connection, in every thread (see :func:`close_everywhere`); count them."""
+        opened = self.connections()
+        close_everywhere(self.alias, opened, stray=stray)
         self._wrappers.clear()
+        return len(opened)
 
 
 def close_pool(config: DatabaseConfiguration) -> None:

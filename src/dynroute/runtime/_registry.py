@@ -228,7 +228,7 @@ def close_idle_connections() -> int:
         The number of connections closed.
     """
     with _lock:
-        count = sum(_evict(entry, "idle close") for entry in list(_idle.values()))
+        count = sum(_unregister(entry, "idle close") for entry in list(_idle.values()))
     if _events:
         _send_events()
     return count
@@ -306,8 +306,12 @@ def _not_idle(entry: _Entry) -> None:
         _idle_weight -= entry.idle_weight
 
 
-def _unregister(entry: _Entry, reason: observe.CloseReason) -> None:
-    """Close everything left under ``entry``'s alias and withdraw it; lock held."""
+def _unregister(entry: _Entry, reason: observe.CloseReason) -> int:
+    """Close everything left under ``entry``'s alias and withdraw it; lock held.
+
+    Returns:
+        The number of connections closed.
+    """
     if _switches.listening:
         _events.append((observe.configuration_closed, {"alias": entry.alias, "reason": reason}))
     _not_idle(entry)
@@ -315,17 +319,11 @@ def _unregister(entry: _Entry, reason: observe.CloseReason) -> None:
         # Nothing ever connected under the name: no thread can hold a wrapper for
         # it, so other settings may use it (a corrected password, say).
         release_alias(entry.config)
-    entry.opened.close(stray=not entry.reuse)
+    closed = entry.opened.close(stray=not entry.reuse)
     close_pool(entry.config)
     del _entries[entry.alias]
     withdraw(entry.alias, last=not _entries)
-
-
-def _evict(entry: _Entry, reason: observe.CloseReason) -> int:
-    """Close and unregister an idle entry; return how many connections it had."""
-    count = len(entry.opened.connections())
-    _unregister(entry, reason)
-    return count
+    return closed
 
 
 def _registered(entry: _Entry) -> dict[str, object]:
@@ -404,7 +402,7 @@ def _enforce_idle_bound() -> None:
     bound = _max_idle_connections()
     while _idle_weight > bound:
         entry = next(iter(_idle.values()))
-        _evict(entry, "eviction")
+        _unregister(entry, "eviction")
         logger.debug("closed idle runtime database %r (bound %d)", entry.alias, bound)
         _CHURN.evicted(entry.alias, entry.idle_weight)
 
