@@ -112,6 +112,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from run import write_script_section
+
 if TYPE_CHECKING:
     import httpx
     import psycopg
@@ -131,9 +133,6 @@ HOST, PORT, SUPERUSER = "127.0.0.1", 5432, "postgres"
 PREFIX = "dynroute_load_"
 ROLE = "dynroute_load"
 TEMPLATE, SHARED = f"{PREFIX}template", "shared"
-BEGIN = "<!-- bench/load.py: begin -->"
-END = "<!-- bench/load.py: end -->"
-RUN_MARKER = "<!-- bench/run.py writes below this line -->"
 VARIANTS = ("plain", "dynroute", "dynroute@4", "multidb")
 SERVERS = ("gunicorn", "uvicorn")
 # flow -> weight: tenant read, tenant write + read, shared read, shared write + read
@@ -1033,19 +1032,6 @@ def server_version() -> str:
     return str(row[0]).split()[0] if row else "?"
 
 
-def write_section(text: str, path: Path) -> None:
-    """Rewrite this script's section of BENCHMARKS.md (added before bench/run.py's part)."""
-    existing = path.read_text()
-    section = f"{BEGIN}\n\n### Load: real servers, PostgreSQL, 16 users\n\n{text}\n\n{END}"
-    if BEGIN in existing:
-        head, _, rest = existing.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        path.write_text(head + section + tail)
-    else:
-        head, _, tail = existing.partition(RUN_MARKER)
-        path.write_text(head.rstrip() + "\n\n" + section + "\n\n" + RUN_MARKER + tail)
-
-
 # The command.
 
 
@@ -1135,7 +1121,8 @@ def main() -> int:
         shutil.rmtree(folder, ignore_errors=True)
     print(text)
     if options.write:
-        write_section(text, options.output)
+        title = "### Load: real servers, PostgreSQL, 16 users"
+        write_script_section(options.output, "load.py", title, text)
         print(f"written to {options.output}", file=sys.stderr)
     return 0
 

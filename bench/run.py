@@ -752,6 +752,23 @@ MARKER = "<!-- bench/run.py writes below this line -->"
 REPLICA_MARKER = "<!-- bench/run.py: primary/replica section -->"
 
 
+def write_script_section(path: Path, script: str, title: str, text: str) -> None:
+    """Rewrite the section another script owns in BENCHMARKS.md, between its markers.
+
+    A section not there yet goes just before this script's part.
+    """
+    begin, end = f"<!-- bench/{script}: begin -->", f"<!-- bench/{script}: end -->"
+    existing = path.read_text()
+    section = f"{begin}\n\n{title}\n\n{text}\n\n{end}"
+    if begin in existing:
+        head, _, rest = existing.partition(begin)
+        _, _, tail = rest.partition(end)
+        path.write_text(head + section + tail)
+    else:
+        head, _, tail = existing.partition(MARKER)
+        path.write_text(head.rstrip() + "\n\n" + section + "\n\n" + MARKER + tail)
+
+
 def write_sections(output: Path, original: str | None, replicas: str | None) -> None:
     """Rewrite the generated sections given, keep the introduction and the other section."""
     existing = output.read_text() if output.exists() else ""

@@ -53,13 +53,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from run import write_script_section
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from contextlib import AbstractContextManager
 
 ROOT = Path(__file__).resolve().parent.parent
-BEGIN = "<!-- bench/sweep_runtime.py: begin -->"
-END = "<!-- bench/sweep_runtime.py: end -->"
 FIRST, REENTRY, EVICTION = 300, 2000, 200
 PG = {"HOST": "127.0.0.1", "PORT": "5432", "USER": "postgres"}
 PG_PREFIX = "dynroute_sweep"
@@ -306,17 +306,8 @@ def main() -> int:
     print(text)
     if arguments.write:
         path = ROOT / "BENCHMARKS.md"
-        existing = path.read_text()
         title = "### Runtime configurations against how many are registered"
-        section = f"{BEGIN}\n\n{title}\n\n{text}\n\n{END}"
-        if BEGIN in existing:
-            head, _, rest = existing.partition(BEGIN)
-            _, _, tail = rest.partition(END)
-            path.write_text(head + section + tail)
-        else:
-            marker = "<!-- bench/run.py writes below this line -->"
-            head, _, tail = existing.partition(marker)
-            path.write_text(head.rstrip() + "\n\n" + section + "\n\n" + marker + tail)
+        write_script_section(path, "sweep_runtime.py", title, text)
         print(f"written to {path}")
     return 0
 
