@@ -57,6 +57,9 @@ Figures, per server and variant:
 - **requests/s**: timed requests over the time from the first to the last of them;
   **x plain**: over plain Django's on the same server (median of the rounds' ratios,
   the lowest and highest in brackets);
+- **server CPU / request**: CPU time (user and system) of the server's processes over
+  the run, per request (warm-up included): what a variant costs the server, less
+  noisy than throughput on a shared machine;
 - **p50, p99**: latency of one request, as the client sees it;
 - **stale reads**: a read right after this user's write (same flow) that does not see
   the write;
@@ -400,6 +403,18 @@ class Variant:
         return f"dynroute, {bound}" + ("" if self.counted else ", no signal receiver")
 
 
+def group_cpu_seconds(group: int) -> float:
+    """CPU time (user and system) used by the live processes of process group ``group``."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # After the command's closing parenthesis: state, ppid, pgrp, ... utime, stime.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group:
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
@@ -533,6 +548,12 @@ class Server:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
         self.process = None
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) the server's processes have used so far."""
+        if self.process is None:
+            return 0.0
+        return group_cpu_seconds(self.process.pid)
 
     def count(self, event: str) -> int:
         """How many times the dynroute variant's servers counted ``event`` (loadsite.stats)."""
@@ -758,6 +779,8 @@ class Result:
     warnings: list[str]
     details: list[str]
     paused_seconds: float
+    #: CPU time of the server's processes per request (warm-up included)
+    cpu_ms: float
 
 
 def quantile(values: list[float], fraction: float) -> float:
@@ -796,9 +819,11 @@ def run_one(kind: str, variant: Variant, round_number: int, bench: Bench) -> Res
     replay = Replay(databases.standby.port)
     poller.start()
     peaks = (0, 0)
+    cpu_ms = float("nan")
     try:
         server.start()
         server.wait_until_up()
+        cpu_before = server.cpu_seconds()
         flows = {
             flow: weight
             for flow, weight in FLOWS.items()
@@ -806,6 +831,7 @@ def run_one(kind: str, variant: Variant, round_number: int, bench: Bench) -> Res
         }
         load = Load(tally, replay, databases.tenants, flows)
         asyncio.run(drive(server.url, options, load, round_number))
+        cpu_ms = (server.cpu_seconds() - cpu_before) * 1000 / tally.total
     finally:
         replay.close()
         server.stop()
@@ -848,6 +874,7 @@ def run_one(kind: str, variant: Variant, round_number: int, bench: Bench) -> Res
         warnings=warnings,
         details=details,
         paused_seconds=tally.paused_seconds,
+        cpu_ms=cpu_ms,
     )
 
 
@@ -874,11 +901,12 @@ def table(results: list[Result], options: argparse.Namespace) -> list[str]:
     """One markdown table: a row per server and variant, medians and totals over rounds."""
     lines = [
         (
-            "| server | variant | requests/s | x plain | p50 | p99 | stale reads | misroutes "
+            "| server | variant | requests/s | x plain | server CPU / request | p50 | p99 "
+            "| stale reads | misroutes "
             "| errors | peak connections (primary / standby) | connections opened "
             "| shared reads on standby | evictions | dynroute WARNINGs |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     notes: list[str] = []
     for kind in options.servers:
@@ -908,6 +936,7 @@ def table(results: list[Result], options: argparse.Namespace) -> list[str]:
                 variant.label,
                 f"{median([r.requests_per_second for r in runs]):,.0f}",
                 ratio,
+                f"{median([r.cpu_ms for r in runs]):.2f} ms",
                 f"{median([r.p50_ms for r in runs]):.1f} ms",
                 f"{median([r.p99_ms for r in runs]):.0f} ms",
                 str(sum(r.stale for r in runs)),
