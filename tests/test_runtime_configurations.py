@@ -8,7 +8,7 @@ import importlib
 import threading
 
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import OperationalError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -300,6 +300,96 @@ def test_async_blocks_inside_async_to_sync(runtime):
             return await Item.objects.acount()
 
     assert async_to_sync(main)() == 2
+    assert sessions(runtime, expected=0) == 0
+
+
+def test_an_async_block_hops_threads_on_entry_only(runtime, monkeypatch, caplog):
+    """Its exit closes the async ORM's connection from the event loop: one hop, not two.
+
+    A hop costs ~100 µs of CPU and a wake-up of the ORM's thread, per request under
+    ``DatabaseMiddleware``. Pooled connections are the exception (one hop each way).
+    """
+    from dynroute.runtime import _async  # noqa: PLC0415 - the module under test
+
+    hops: list[str] = []
+    real = _async.in_orm_thread
+
+    async def counted(function, config, **kwargs):
+        hops.append(function.__name__)
+        return await real(function, config, **kwargs)
+
+    monkeypatch.setattr(_async, "in_orm_thread", counted)
+
+    async def main() -> int:
+        async with in_database(runtime):
+            await Item.objects.acount()
+            return sessions(runtime, expected=1)
+
+    assert asyncio.run(main()) == 1
+    assert hops == ["_enter_here"]
+    assert sessions(runtime, expected=0) == 0
+    assert not active_aliases()
+    assert caplog.records == []  # closed as its own, not as another thread's stray
+
+
+def test_tasks_sharing_the_orm_thread_keep_a_configuration_until_the_last_leaves(runtime, caplog):
+    """Two tasks' blocks on one configuration: the first exit leaves the other's connection."""
+    seed(runtime, "a")
+    first_left = asyncio.Event()
+    second_in = asyncio.Event()
+
+    async def first() -> None:
+        async with in_database(runtime):
+            await Item.objects.acount()
+            await second_in.wait()
+        first_left.set()
+
+    def raw_connection(alias: str) -> object:
+        return connections[alias].connection
+
+    async def second() -> tuple[int, int]:
+        async with in_database(runtime) as route:
+            await Item.objects.acount()
+            before = await sync_to_async(raw_connection)(route.alias)
+            second_in.set()
+            await first_left.wait()
+            # The async ORM's thread is shared: the first exit must not close it here.
+            counted = await Item.objects.acount()
+            assert await sync_to_async(raw_connection)(route.alias) is before
+            return counted, sessions(runtime, expected=1)
+
+    async def main() -> tuple[int, int]:
+        _, counted = await asyncio.gather(first(), second())
+        return counted
+
+    assert asyncio.run(main()) == (1, 1)
+    assert sessions(runtime, expected=0) == 0
+    assert not active_aliases()
+    assert caplog.records == []
+
+
+def test_a_long_lived_orm_thread_forgets_the_aliases_of_its_closed_blocks(runtime, fresh_alias):
+    """A closed block's connection object leaves the ORM's thread on its next entry.
+
+    Outside a request (``asyncio.run``), the async ORM runs in one thread for the life
+    of the process: it must not keep a connection object per configuration ever used.
+    """
+    first, second = fresh_alias("orm_first"), fresh_alias("orm_second")
+
+    def held() -> set[str]:
+        return {name for name in (first, second) if hasattr(connections._connections, name)}
+
+    async def main() -> list[set[str]]:
+        seen = []
+        async with in_database(runtime, alias=first):
+            await Item.objects.acount()
+            seen.append(await sync_to_async(held)())
+        async with in_database(runtime, alias=second):
+            await Item.objects.acount()
+            seen.append(await sync_to_async(held)())
+        return seen
+
+    assert asyncio.run(main()) == [{first}, {second}]
     assert sessions(runtime, expected=0) == 0
 
 

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, connections
@@ -32,13 +32,16 @@ __all__ = [
     "Opened",
     "close_everywhere",
     "close_here",
+    "close_outside",
     "close_pool",
     "connect_here",
+    "forget_detached",
     "in_orm_thread",
     "load_engine",
 ]
 
 logger = logging.getLogger("dynroute")
+_T = TypeVar("_T")
 
 # OPTIONS keys whose values are secrets, for scrubbing driver messages.
 _SECRET_OPTION = re.compile(r"pass|secret|token|key", re.IGNORECASE)
@@ -164,11 +167,54 @@ def close_everywhere(
                 "work started inside a block should finish inside it",
                 alias,
             )
-        raw, wrapper.connection = wrapper.connection, None
-        try:
-            raw.close()
-        except Exception as error:  # noqa: BLE001 - a dead connection may fail to close; it is gone
-            logger.warning("closing runtime database %r failed: %s", alias, type(error).__name__)
+        _close_raw(alias, wrapper)
+
+
+def _close_raw(alias: str, wrapper: BaseDatabaseWrapper) -> None:
+    """Close another thread's connection: its driver's, the wrapper reset to reconnect.
+
+    Django's ``close()`` refuses another thread (and an event loop's), so the DB-API
+    connection is closed directly; the next ``connect()`` resets the wrapper's state.
+    """
+    raw, wrapper.connection = wrapper.connection, None
+    try:
+        raw.close()
+    except Exception as error:  # noqa: BLE001 - a dead connection may fail to close; it is gone
+        logger.warning("closing runtime database %r failed: %s", alias, type(error).__name__)
+
+
+#: Wrappers closed by :func:`close_outside`, left in their thread's ``connections``:
+#: thread -> (alias, wrapper). The registry's lock guards it.
+_detached: dict[threading.Thread, list[tuple[str, BaseDatabaseWrapper]]] = {}
+
+
+def close_outside(alias: str, wrapper: BaseDatabaseWrapper, owner: threading.Thread) -> None:
+    """Close the connection ``owner`` holds to ``alias``, from another thread.
+
+    For a block left in an event loop whose queries ran in the async ORM's thread
+    (``owner``), which no block there uses now: no thread hop. The wrapper stays in
+    ``owner``'s ``connections`` until :func:`forget_detached` runs there, or ``owner``
+    ends (under ASGI, Django runs each request's sync code in a thread of its own).
+    """
+    _close_raw(alias, wrapper)
+    for thread in [thread for thread in _detached if not thread.is_alive()]:
+        del _detached[thread]
+    _detached.setdefault(owner, []).append((alias, wrapper))
+
+
+def forget_detached() -> None:
+    """Drop the calling thread's wrappers that :func:`close_outside` closed.
+
+    Called before each entry connects: a thread that outlives its blocks (a shared
+    sync thread) keeps no wrapper of an alias it no longer uses, and connects under
+    a fresh one. One that a stray query reconnected meanwhile is left to the registry.
+    """
+    if not _detached:
+        return
+    for alias, wrapper in _detached.pop(threading.current_thread(), ()):
+        if wrapper.connection is None:
+            with contextlib.suppress(AttributeError):  # already gone from this thread
+                del connections[alias]
 
 
 class Opened:
@@ -216,6 +262,14 @@ class Opened:
                     ended.append((wrapper, thread))
         close_everywhere(self.alias, ended, stray=False)
 
+    def take(self, thread: threading.Thread) -> BaseDatabaseWrapper | None:
+        """Forget and return ``thread``'s wrapper, if it holds a connection."""
+        for wrapper, owner in self._wrappers.items():
+            if owner is thread:
+                del self._wrappers[wrapper]
+                return wrapper if wrapper.connection is not None else None
+        return None
+
     def close(self, *, stray: bool) -> int:
         """Close every connection, in every thread (see :func:`close_everywhere`); count them."""
         opened = self.connections()
@@ -238,12 +292,12 @@ def close_pool(config: DatabaseConfiguration) -> None:
 
 
 async def in_orm_thread(
-    function: Callable[[DatabaseConfiguration], None],
+    function: Callable[[DatabaseConfiguration], _T],
     config: DatabaseConfiguration,
     *,
     undo: Callable[[DatabaseConfiguration], None] | None = None,
-) -> None:
-    """Run ``function(config)`` where the async ORM runs this task's queries.
+) -> _T:
+    """Run ``function(config)`` where the async ORM runs this task's queries; return its result.
 
     The call runs to completion even if the task is cancelled meanwhile, so that the
     bookkeeping is never left half done; then, if ``undo`` is given and the call
@@ -255,10 +309,10 @@ async def in_orm_thread(
         if undo is not None and call.exception() is None:
             await _wait_through_cancellation(asyncio.ensure_future(sync_to_async(undo)(config)))
         raise asyncio.CancelledError
-    call.result()
+    return call.result()
 
 
-async def _wait_through_cancellation(call: Awaitable[None]) -> bool:
+async def _wait_through_cancellation(call: Awaitable[object]) -> bool:
     """Wait for ``call`` to finish; return whether the waiting task was cancelled."""
     future = asyncio.ensure_future(call)
     cancelled = False

@@ -49,9 +49,10 @@ from dynroute.runtime._churn import ChurnWatch
 from dynroute.runtime._connections import (
     Opened,
     close_here,
+    close_outside,
     close_pool,
     connect_here,
-    in_orm_thread,
+    forget_detached,
     load_engine,
 )
 from dynroute.runtime._published import current_settings, publish, withdraw
@@ -65,11 +66,10 @@ if TYPE_CHECKING:
 __all__ = [
     "active_aliases",
     "add_listener",
-    "aenter",
-    "aleave",
     "close_idle_connections",
     "enter",
     "leave",
+    "leave_from",
     "remove_listener",
 ]
 
@@ -145,6 +145,7 @@ def enter(config: DatabaseConfiguration) -> None:
             if entry.reuse:
                 churn = _CHURN.registered(config.alias, _max_idle_connections(), _kept)
         entry.active += 1
+        forget_detached()
         # A connection kept idle here is checked (and replaced if obsolete); one an
         # enclosing block of this thread is using never is.
         idle_here = ident not in entry.users
@@ -173,9 +174,16 @@ def leave(config: DatabaseConfiguration) -> None:
     _leave(config, failed=False)
 
 
-def _leave(config: DatabaseConfiguration, *, failed: bool) -> None:
-    """Undo one :func:`enter`; after a failed one, keep nothing for reuse."""
-    ident = threading.get_ident()
+def _leave(
+    config: DatabaseConfiguration, *, failed: bool, owner: threading.Thread | None = None
+) -> None:
+    """Undo one :func:`enter` made in ``owner`` (by default the calling thread).
+
+    After a failed one, keep nothing for reuse. Another thread's connection is closed
+    from here, under the lock, so that thread cannot take it up meanwhile.
+    """
+    # A thread that ran enter() has an ident: 0 (never one) only types the None away.
+    ident = threading.get_ident() if owner is None else owner.ident or 0
     with _lock:
         entry = _entries[config.alias]
         # A block left in another thread than it entered (a misuse the route stack
@@ -186,8 +194,13 @@ def _leave(config: DatabaseConfiguration, *, failed: bool) -> None:
             entry.users[ident] = remaining
         elif entered_here:
             del entry.users[ident]
-    keep = entry.reuse and not failed
-    if entered_here and not remaining and not keep:
+        keep = entry.reuse and not failed
+        close = entered_here and not remaining and not keep
+        if close and owner is not None:
+            wrapper = entry.opened.take(owner)
+            if wrapper is not None:
+                close_outside(config.alias, wrapper, owner)
+    if close and owner is None:
         close_here(config.alias)
     with _lock:
         entry.active -= 1
@@ -205,14 +218,9 @@ def _leave(config: DatabaseConfiguration, *, failed: bool) -> None:
         _send_events()
 
 
-async def aenter(config: DatabaseConfiguration) -> None:
-    """:func:`enter`, in the thread the async ORM runs in for the calling task."""
-    await in_orm_thread(enter, config, undo=leave)
-
-
-async def aleave(config: DatabaseConfiguration) -> None:
-    """:func:`leave`, in the thread the async ORM runs in for the calling task."""
-    await in_orm_thread(leave, config)
+def leave_from(config: DatabaseConfiguration, owner: threading.Thread) -> None:
+    """Undo one :func:`enter` made in ``owner``, from the calling thread (see ``_async``)."""
+    _leave(config, failed=False, owner=None if owner is threading.current_thread() else owner)
 
 
 def close_idle_connections() -> int:

@@ -1,0 +1,60 @@
+"""``async with`` on a runtime configuration: connect in the async ORM's thread, leave unhopped.
+
+The async ORM runs a task's queries in a thread of its own (under ASGI, one per
+request: DJANGO_NOTES §6), so an async entry connects there, through a thread hop.
+Its exit needs no hop: what the entry recorded (the alias and that thread) lets the
+registry count the exit and close that thread's connection from the event loop's
+thread. Each ``async with`` and each request through ``DatabaseMiddleware`` saves a
+hop (about 100 µs of CPU).
+"""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+from dynroute.runtime._connections import in_orm_thread
+from dynroute.runtime._registry import enter, leave, leave_from
+
+if TYPE_CHECKING:
+    from dynroute.core import DatabaseConfiguration
+
+__all__ = ["aenter", "aleave"]
+
+#: This task's async entries on runtime configurations, innermost last: the alias,
+#: and the thread the async ORM connected in.
+_ORM_THREADS: ContextVar[tuple[tuple[str, threading.Thread], ...]] = ContextVar(
+    "dynroute_orm_threads", default=()
+)
+
+
+async def aenter(config: DatabaseConfiguration) -> None:
+    """:func:`~dynroute.runtime.enter`, in the thread the async ORM runs in for this task.
+
+    Raises what ``enter`` raises; a cancellation during the hop leaves nothing entered.
+    """
+    owner = await in_orm_thread(_enter_here, config, undo=leave)
+    _ORM_THREADS.set((*_ORM_THREADS.get(), (config.alias, owner)))
+
+
+def _enter_here(config: DatabaseConfiguration) -> threading.Thread:
+    enter(config)
+    return threading.current_thread()
+
+
+async def aleave(config: DatabaseConfiguration) -> None:
+    """Undo this task's innermost :func:`aenter` of ``config``.
+
+    Without a thread hop, unless this task has no such entry (an exit in another
+    task than the entry's) or the configuration's connections are pooled (only
+    Django's ``close()``, in their thread, returns one to its pool).
+    """
+    entries = _ORM_THREADS.get()
+    alias = config.alias
+    place = next((at for at in range(len(entries) - 1, -1, -1) if entries[at][0] == alias), None)
+    if place is None or config.settings["OPTIONS"].get("pool"):
+        await in_orm_thread(leave, config)
+        return
+    _ORM_THREADS.set(entries[:place] + entries[place + 1 :])
+    leave_from(config, entries[place][1])
