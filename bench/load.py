@@ -28,15 +28,21 @@ plain Django and multidb fail with "too many connections for role", a finding ra
 than a measure of their speed. The variants:
 
 - ``plain``: tenant databases in ``DATABASES``, views name them with ``.using()``,
-  shared reads with ``.using("replica")``; ``CONN_MAX_AGE = 60`` everywhere;
+  shared reads with ``.using("replica")``;
 - ``dynroute``: ``dynroute.DynamicDbRouter``, ``PrimaryReplicaMiddleware`` (the shared
   database: its primary and the standby) then ``DatabaseMiddleware`` (a resolver
-  returning the tenant's settings dict, ``CONN_MAX_AGE = 60``); views with no
+  returning the tenant's settings dict, with the same ``CONN_MAX_AGE``); views with no
   ``.using()``; dynroute's defaults otherwise. ``dynroute@N`` sets
   ``DYNROUTE_MAX_IDLE_CONNECTIONS = N``; ``dynroute/bare`` (or ``dynroute@N/bare``)
   leaves out the eviction counter below;
 - ``multidb``: django-multidb-router 0.11's ``PinningReplicaRouter`` and
   ``PinningRouterMiddleware`` for the shared database, ``.using()`` for the tenants.
+
+Every database has ``CONN_MAX_AGE = 60`` under gunicorn and ``0`` under uvicorn, as
+Django's documentation says for ASGI ("persistent connections should be disabled"):
+Django runs each ASGI request's sync code in a thread of its own, so a kept
+connection is never reused, and plain Django runs out of server connections
+("too many connections for role"). ``--conn-max-age`` sets one value for both.
 
 Each user (an ``httpx.AsyncClient`` with its own cookie jar) repeats flows chosen
 at random (seeded) until the run's requests are sent, one request at a time, each on
@@ -415,6 +421,13 @@ def group_cpu_seconds(group: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def conn_max_age(options: argparse.Namespace, kind: str) -> int:
+    """``CONN_MAX_AGE`` for ``kind``'s server: as given, or 60 under WSGI and 0 under ASGI."""
+    if options.conn_max_age is not None:
+        return int(options.conn_max_age)
+    return 0 if kind == "uvicorn" else 60
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
@@ -492,7 +505,7 @@ class Server:
             "LOAD_VARIANT": self.variant.name,
             "LOAD_CONFIG": json.dumps(config),
             "LOAD_ASYNC": "1" if self.kind == "uvicorn" else "0",
-            "LOAD_CONN_MAX_AGE": str(self.options.conn_max_age),
+            "LOAD_CONN_MAX_AGE": str(conn_max_age(self.options, self.kind)),
         }
         environment.pop("LOAD_MAX_IDLE", None)
         if self.variant.max_idle is not None:
@@ -1030,7 +1043,9 @@ def report(results: list[Result], options: argparse.Namespace, limit: int) -> st
             f"PostgreSQL {server_version()} on the same machine, a streaming standby of it, "
             f"{options.tenants} tenant databases; the servers' role may open {limit} "
             f"connections. gunicorn `--workers {options.workers} --threads {options.threads}`, "
-            f"uvicorn `--workers {options.workers}`; {options.users} users, "
+            f"uvicorn `--workers {options.workers}`; `CONN_MAX_AGE` "
+            f"{conn_max_age(options, 'gunicorn')} under gunicorn, "
+            f"{conn_max_age(options, 'uvicorn')} under uvicorn; {options.users} users, "
             f"{options.requests:,} timed requests a run after {options.warmup} of warm-up, "
             f"mix: {options.mix}; replay paused for a third of each run (median {paused:.1f} s)."
         ),
@@ -1074,7 +1089,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--tenants", type=int, default=20, help="tenant databases")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--threads", type=int, default=2, help="threads per gunicorn worker")
-    parser.add_argument("--conn-max-age", type=int, default=60, help="CONN_MAX_AGE everywhere")
+    parser.add_argument(
+        "--conn-max-age",
+        type=int,
+        help="CONN_MAX_AGE of every database (default: 60 under gunicorn, 0 under uvicorn)",
+    )
     parser.add_argument(
         "--connection-limit",
         type=int,
