@@ -153,3 +153,14 @@ def clear(settings: dict[str, Any]) -> None:
     database = str(settings["NAME"])
     for table in ("testapp_item", "testapp_mymodel"):
         query(database, f"DELETE FROM {table}")  # noqa: S608 - fixed names
+
+
+class FailingClose:
+    """A DB-API connection whose close() fails (the real one is closed by the test)."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+
+    def close(self) -> None:
+        msg = "the socket is gone"
+        raise OSError(msg)

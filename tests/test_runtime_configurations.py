@@ -16,7 +16,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from dynroute import DatabaseAlias, DatabaseConfiguration, in_database
 from dynroute.exceptions import ConfigurationError, DatabaseConnectionError, InvalidTargetError
 from dynroute.runtime import active_aliases
-from tests.runtime import minimal_settings, names, sessions
+from tests.runtime import FailingClose, minimal_settings, names, sessions
 from tests.testapp.models import Item, MyModel
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
@@ -390,6 +390,142 @@ def test_a_long_lived_orm_thread_forgets_the_aliases_of_its_closed_blocks(runtim
         return seen
 
     assert asyncio.run(main()) == [{first}, {second}]
+    assert sessions(runtime, expected=0) == 0
+
+    def drop(name: str) -> None:
+        del connections[name]  # code of the project's, there before dynroute drops it
+
+    async def again() -> None:
+        await sync_to_async(drop)(second)
+        async with in_database(runtime, alias=first):
+            await Item.objects.acount()
+
+    asyncio.run(again())
+    assert sessions(runtime, expected=0) == 0
+
+
+def test_nested_async_blocks_hop_on_their_entries_only(runtime, fresh_alias, monkeypatch):
+    """Each exit takes its own entry off this task's record: neither needs a hop."""
+    from dynroute.runtime import _async  # noqa: PLC0415 - the module under test
+
+    hops: list[str] = []
+    real = _async.in_orm_thread
+
+    async def counted(function, config, **kwargs):
+        hops.append(function.__name__)
+        return await real(function, config, **kwargs)
+
+    monkeypatch.setattr(_async, "in_orm_thread", counted)
+
+    async def main() -> None:
+        async with in_database(runtime):
+            async with in_database(runtime, alias=fresh_alias("inner")):
+                await Item.objects.acount()
+            await Item.objects.acount()
+        async with in_database(runtime):
+            await Item.objects.acount()
+
+    asyncio.run(main())
+    assert hops == ["_enter_here"] * 3
+    assert sessions(runtime, expected=0) == 0
+
+
+def test_an_async_exit_whose_close_fails_names_the_alias(runtime, caplog):
+    """The event loop's close of the ORM thread's connection fails: a warning, nothing more."""
+    raws = []
+
+    def break_close(alias: str) -> None:
+        wrapper = connections[alias]
+        raws.append(wrapper.connection)
+        wrapper.connection = FailingClose(wrapper.connection)
+
+    async def main() -> str:
+        async with in_database(runtime) as route:
+            await Item.objects.acount()
+            await sync_to_async(break_close)(route.alias)
+        return route.alias
+
+    try:
+        alias = asyncio.run(main())
+        assert [record.getMessage() for record in caplog.records] == [
+            f"closing runtime database {alias!r} failed: OSError"
+        ]
+        assert not active_aliases()
+    finally:
+        raws[0].close()
+    assert sessions(runtime, expected=0) == 0
+
+
+def test_an_async_block_whose_connection_was_closed_inside_leaves_quietly(runtime, caplog):
+    """A connection the code in the block closed itself is not closed again."""
+
+    def close(alias: str) -> None:
+        connections[alias].close()
+
+    async def main() -> None:
+        async with in_database(runtime) as route:
+            await Item.objects.acount()
+            await sync_to_async(close)(route.alias)
+
+    asyncio.run(main())
+    assert caplog.records == []
+    assert sessions(runtime, expected=0) == 0
+
+
+def test_request_threads_leave_no_record_behind(runtime):
+    """Under ASGI each request's sync code has a thread of its own, which ends with it.
+
+    What an exit leaves for such a thread to drop is forgotten once the thread has
+    ended; a thread still alive keeps its record (it drops the objects itself).
+    """
+    from asgiref.sync import ThreadSensitiveContext  # noqa: PLC0415
+
+    from dynroute.runtime import _connections  # noqa: PLC0415 - its record of them
+
+    async def request() -> None:
+        async with ThreadSensitiveContext(), in_database(runtime):
+            await Item.objects.acount()
+
+    async def main() -> None:
+        async with in_database(runtime):  # the long-lived ORM thread's block
+            await Item.objects.acount()
+        for _ in range(20):
+            await request()
+
+    asyncio.run(main())
+    assert len(_connections._detached) <= 2  # the last request's, and the shared thread's
+    assert any(thread.is_alive() for thread in _connections._detached)  # the shared one
+    assert sessions(runtime, expected=0) == 0
+
+
+def test_a_block_left_in_another_thread_by_hand_leaks_nothing(runtime):
+    """A ``with`` block entered in one thread and left in another (by hand, in its context).
+
+    The leaving thread never connected: nothing of its own to close, and its own later
+    blocks close their connection at their exit. The entering thread's connection is
+    closed when the alias goes.
+    """
+    block = in_database(runtime)
+    context = contextvars.copy_context()
+    errors: list[BaseException] = []
+
+    def in_another_thread() -> None:
+        try:
+            context.run(block.__exit__, None, None, None)
+            with in_database(runtime):
+                Item.objects.count()
+            assert sessions(runtime, expected=1) == 1  # the entering thread's, not its own
+        except BaseException as error:  # reported by the assertion below
+            errors.append(error)
+
+    with in_database(runtime) as route:  # keeps the alias registered meanwhile
+        Item.objects.count()
+        context.run(block.__enter__)
+        thread = threading.Thread(target=in_another_thread)
+        thread.start()
+        thread.join()
+        assert errors == []
+    assert route.alias not in connections.databases
     assert sessions(runtime, expected=0) == 0
 
 

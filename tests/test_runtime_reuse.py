@@ -20,7 +20,7 @@ import dynroute
 from dynroute import close_idle_connections, in_database
 from dynroute.exceptions import ConfigurationError
 from dynroute.runtime import _registry, active_aliases
-from tests.runtime import names, sessions
+from tests.runtime import FailingClose, names, sessions
 from tests.testapp.models import Item
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
@@ -145,17 +145,6 @@ def test_an_ended_threads_connection_is_closed_by_the_next_one_not_left_to_the_c
     assert caplog.records == []  # closing them is routine, not a stray connection
 
 
-class _FailingClose:
-    """A DB-API connection whose close() fails (the real one is closed by the test)."""
-
-    def __init__(self, real: object) -> None:
-        self.real = real
-
-    def close(self) -> None:
-        msg = "the socket is gone"
-        raise OSError(msg)
-
-
 def test_an_ended_threads_connection_that_fails_to_close_is_named_in_a_warning(reusing, caplog):
     """A close that fails is logged with the alias, and the next thread connects all the same."""
     raws = []
@@ -165,7 +154,7 @@ def test_an_ended_threads_connection_that_fails_to_close_is_named_in_a_warning(r
             Item.objects.count()
         wrapper = connections[route.alias]
         raws.append(wrapper.connection)
-        wrapper.connection = _FailingClose(wrapper.connection)
+        wrapper.connection = FailingClose(wrapper.connection)
 
     first = threading.Thread(target=request)
     first.start()

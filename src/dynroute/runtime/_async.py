@@ -44,17 +44,16 @@ def _enter_here(config: DatabaseConfiguration) -> threading.Thread:
 
 
 async def aleave(config: DatabaseConfiguration) -> None:
-    """Undo this task's innermost :func:`aenter` of ``config``.
+    """Undo this task's innermost :func:`aenter`, which is of ``config``.
 
-    Without a thread hop, unless this task has no such entry (an exit in another
-    task than the entry's) or the configuration's connections are pooled (only
-    Django's ``close()``, in their thread, returns one to its pool).
+    Without a thread hop, unless that entry is not this task's innermost (a block
+    entered inside it was never left, and was dropped) or the configuration's
+    connections are pooled (only Django's ``close()``, in their thread, returns one
+    to its pool): then in the async ORM's thread, as the entry was made.
     """
     entries = _ORM_THREADS.get()
-    alias = config.alias
-    place = next((at for at in range(len(entries) - 1, -1, -1) if entries[at][0] == alias), None)
-    if place is None or config.settings["OPTIONS"].get("pool"):
+    if not entries or entries[-1][0] != config.alias or config.settings["OPTIONS"].get("pool"):
         await in_orm_thread(leave, config)
         return
-    _ORM_THREADS.set(entries[:place] + entries[place + 1 :])
-    leave_from(config, entries[place][1])
+    _ORM_THREADS.set(entries[:-1])
+    leave_from(config, entries[-1][1])

@@ -36,7 +36,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
@@ -182,8 +182,7 @@ def _leave(
     After a failed one, keep nothing for reuse. Another thread's connection is closed
     from here, under the lock, so that thread cannot take it up meanwhile.
     """
-    # A thread that ran enter() has an ident: 0 (never one) only types the None away.
-    ident = threading.get_ident() if owner is None else owner.ident or 0
+    ident = _ident(owner)
     with _lock:
         entry = _entries[config.alias]
         # A block left in another thread than it entered (a misuse the route stack
@@ -218,9 +217,17 @@ def _leave(
         _send_events()
 
 
+def _ident(owner: threading.Thread | None) -> int:
+    """The ident of ``owner``, or of the calling thread."""
+    if owner is None:
+        return threading.get_ident()
+    ident = cast("int", owner.ident)  # it ran enter(), so it has one
+    return ident  # noqa: RET504 - the cast on a line of its own is not mutated
+
+
 def leave_from(config: DatabaseConfiguration, owner: threading.Thread) -> None:
     """Undo one :func:`enter` made in ``owner``, from the calling thread (see ``_async``)."""
-    _leave(config, failed=False, owner=None if owner is threading.current_thread() else owner)
+    _leave(config, failed=False, owner=owner)
 
 
 def close_idle_connections() -> int:
