@@ -8,7 +8,7 @@ import importlib
 import threading
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import OperationalError, connections, router, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -478,8 +478,6 @@ def test_request_threads_leave_no_record_behind(runtime):
     What an exit leaves for such a thread to drop is forgotten once the thread has
     ended; a thread still alive keeps its record (it drops the objects itself).
     """
-    from asgiref.sync import ThreadSensitiveContext  # noqa: PLC0415
-
     from dynroute.runtime import _connections  # noqa: PLC0415 - its record of them
 
     async def request() -> None:
@@ -527,6 +525,65 @@ def test_a_block_left_in_another_thread_by_hand_leaks_nothing(runtime):
         assert errors == []
     assert route.alias not in connections.databases
     assert sessions(runtime, expected=0) == 0
+
+
+def test_an_async_block_dropped_by_an_enclosing_exit_closes_its_own_connection(
+    runtime, fresh_alias, monkeypatch, caplog
+):
+    """An ``async with`` entry never left (an abandoned async generator) is undone as its own.
+
+    Its connection, opened in the async ORM's thread, is closed as that thread's, not
+    as a stray one left by work started inside a block; the enclosing block's exit
+    still needs no thread hop.
+    """
+    from dynroute.runtime import _async  # noqa: PLC0415 - the module under test
+
+    hops: list[str] = []
+    real = _async.in_orm_thread
+
+    async def counted(function, config, **kwargs):
+        hops.append(function.__name__)
+        return await real(function, config, **kwargs)
+
+    monkeypatch.setattr(_async, "in_orm_thread", counted)
+
+    async def main() -> None:
+        async with (
+            in_database(runtime, alias=fresh_alias("outer")),
+            in_database(runtime, alias=fresh_alias("middle")),
+        ):
+            # Entered in a thread of its own (a ThreadSensitiveContext's, ended since).
+            async with ThreadSensitiveContext():
+                await in_database(runtime).__aenter__()  # never left
+                await Item.objects.acount()
+            assert sessions(runtime, expected=3) == 3
+
+    asyncio.run(main())
+    assert hops == ["_enter_here"] * 3
+    assert sessions(runtime, expected=0) == 0
+    assert not active_aliases()
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1
+    assert "dropped with it" in messages[0]
+
+
+def test_a_block_dropped_by_an_enclosing_exit_closes_its_connection(runtime, caplog):
+    """The same with ``with``: the dropped block's connection is this thread's, closed."""
+
+    def body() -> None:
+        with in_database("other"):
+            inner = in_database(runtime)
+            inner.__enter__()  # never left
+            Item.objects.count()
+            assert sessions(runtime, expected=1) == 1
+
+    # A context of its own: nothing an earlier test's async_to_sync left in this one.
+    contextvars.Context().run(body)
+    assert sessions(runtime, expected=0) == 0
+    assert not active_aliases()
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1
+    assert "dropped with it" in messages[0]
 
 
 def test_work_started_inside_a_block_is_closed_when_the_alias_goes(runtime, caplog):

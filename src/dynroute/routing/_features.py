@@ -152,7 +152,7 @@ class Features:
         """Undo an entry of ``block`` that an enclosing block's exit dropped."""
         self._end(block, dropped=True)
         if self.configuration is not None:
-            runtime.leave(self.configuration)
+            runtime.drop(self.configuration)
 
 
 def warn_dropped(block: object, count: int) -> None:

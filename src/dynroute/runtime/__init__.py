@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from dynroute.runtime._async import aenter, aleave
+from dynroute.runtime._async import aenter, aleave, drop
 from dynroute.runtime._registry import (
     DEFAULT_MAX_IDLE_CONNECTIONS,
     active_aliases,
@@ -28,6 +28,7 @@ __all__ = [
     "aenter",
     "aleave",
     "close_idle_connections",
+    "drop",
     "enter",
     "leave",
     "remove_listener",

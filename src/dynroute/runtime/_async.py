@@ -20,7 +20,7 @@ from dynroute.runtime._registry import enter, leave, leave_from
 if TYPE_CHECKING:
     from dynroute.core import DatabaseConfiguration
 
-__all__ = ["aenter", "aleave"]
+__all__ = ["aenter", "aleave", "drop"]
 
 #: This task's async entries on runtime configurations, innermost last: the alias,
 #: and the thread the async ORM connected in.
@@ -54,6 +54,21 @@ async def aleave(config: DatabaseConfiguration) -> None:
     entries = _ORM_THREADS.get()
     if not entries or entries[-1][0] != config.alias or config.settings["OPTIONS"].get("pool"):
         await in_orm_thread(leave, config)
+        return
+    _ORM_THREADS.set(entries[:-1])
+    leave_from(config, entries[-1][1])
+
+
+def drop(config: DatabaseConfiguration) -> None:
+    """Undo an entry of ``config`` that an enclosing block's exit dropped, in any thread.
+
+    An ``async with`` entry (this task's innermost record, if it is of ``config``) is
+    counted against the thread it connected in, and its connection closed; any other,
+    as :func:`~dynroute.runtime.leave` in the calling thread.
+    """
+    entries = _ORM_THREADS.get()
+    if not entries or entries[-1][0] != config.alias:
+        leave(config)
         return
     _ORM_THREADS.set(entries[:-1])
     leave_from(config, entries[-1][1])
