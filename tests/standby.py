@@ -12,12 +12,14 @@ on the primary every WAL segment the standby has not received yet: without one, 
 server's other work (another suite creating databases, with ``wal_keep_size=0``)
 can remove a segment the standby still needs, and it stops replaying. ``remove()``
 drops the slot (a slot left behind would keep WAL forever); ``start()`` first drops
-the slots that runs which died left, inactive ones of the same prefix.
+the slots that runs on this machine left when they died (see
+:func:`_drop_abandoned_slots`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -30,8 +32,15 @@ from pathlib import Path
 from typing import Any
 
 REPLICATION_LINE = "host replication all 127.0.0.1/32 trust"
-#: The replication slots of the standbys of this suite: the prefix, then the run's pid.
+#: The replication slots of the standbys of this suite: the prefix, this machine's
+#: tag, then the run's pid.
 SLOT_PREFIX = "dynroute_standby_"
+MACHINE = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def slot_name(pid: int) -> str:
+    """The name of the slot of the standby of run ``pid`` on this machine."""
+    return f"{SLOT_PREFIX}{MACHINE}_{pid}"
 
 
 class StandbyError(Exception):
@@ -104,7 +113,7 @@ def start(primary: dict[str, Any], cursor: Any) -> Standby:
     directory = Path(tempfile.mkdtemp(prefix="dynroute-standby-"))
     shutil.chown(directory, "postgres")
     port = _free_port()
-    standby = Standby(port, directory, pg_ctl, f"{SLOT_PREFIX}{os.getpid()}")
+    standby = Standby(port, directory, pg_ctl, slot_name(os.getpid()))
     try:
         _as_postgres(
             [
@@ -158,15 +167,39 @@ def wait_for_replay(primary_cursor: Any, standby_cursor: Any, *, seconds: float 
 
 
 def _drop_abandoned_slots(cursor: Any) -> None:
-    """Drop this suite's slots that no standby uses: left by runs that died before removing them.
+    """Drop this suite's slots left by runs on this machine that have ended.
 
-    A slot in use (a concurrent run's standby) is active, and kept.
+    "Not active" is not enough: a slot is inactive between pg_basebackup creating it
+    and the standby's start, and while a test stops the standby; a concurrent run
+    that dropped it then would break that run's standby ("requested WAL segment ...
+    has already been removed"). A slot is dropped only if its run (the pid in its
+    name) is gone from this machine; other machines' slots are left to their runs.
+    Slots named by earlier versions (no machine tag) count as this machine's.
     """
     cursor.execute(
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-        "WHERE slot_name LIKE %s AND NOT active",
+        "SELECT slot_name FROM pg_replication_slots WHERE slot_name LIKE %s AND NOT active",
         [SLOT_PREFIX.replace("_", r"\_") + "%"],
     )
+    for (name,) in cursor.fetchall():
+        *machine, pid = name.removeprefix(SLOT_PREFIX).split("_")
+        if machine not in ([], [MACHINE]) or not pid.isdigit() or _running(int(pid)):
+            continue
+        cursor.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            "WHERE slot_name = %s AND NOT active",
+            [name],
+        )
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's
+    return True
 
 
 def _allow_replication(cursor: Any) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import urllib.request
 from http.cookiejar import CookieJar
@@ -305,3 +307,42 @@ def test_the_standby_stopped_mid_run_then_started_again(
     with caplog.at_level(logging.WARNING, logger="dynroute"):
         assert client("/names/") == {"db": "standby", "names": ["row"]}
     assert "'standby' is back up" in caplog.text
+
+
+def test_a_concurrent_runs_inactive_slot_survives_the_clean_up_and_a_dead_runs_goes() -> None:
+    """Clean-up drops the slots of runs that died on this machine, never a live run's.
+
+    A live run's slot is inactive between its base backup and its standby's start (and
+    while a test stops the standby): dropping it there broke that run's standby, seen
+    with two CI runs on one server ("requested WAL segment ... has already been
+    removed"). Another machine's slots are left to it.
+    """
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live run
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    names = [
+        standby_server.slot_name(sleeper.pid),
+        standby_server.slot_name(ended.pid),
+        f"{standby_server.SLOT_PREFIX}elsewhere_{ended.pid}",
+    ]
+    try:
+        with connections["default"].cursor() as cursor:
+            for name in names:
+                cursor.execute("SELECT pg_create_physical_replication_slot(%s)", [name])
+            try:
+                standby_server._drop_abandoned_slots(cursor)
+                cursor.execute(
+                    "SELECT slot_name FROM pg_replication_slots WHERE slot_name = ANY(%s)",
+                    [names],
+                )
+                left = {row[0] for row in cursor.fetchall()}
+            finally:
+                cursor.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE slot_name = ANY(%s)",
+                    [names],
+                )
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert left == {names[0], names[2]}
