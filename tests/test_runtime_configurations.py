@@ -7,6 +7,7 @@ import contextvars
 import importlib
 import threading
 
+import django
 import pytest
 from asgiref.sync import ThreadSensitiveContext, async_to_sync, sync_to_async
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from dynroute import DatabaseAlias, DatabaseConfiguration, in_database
 from dynroute.exceptions import ConfigurationError, DatabaseConnectionError, InvalidTargetError
 from dynroute.runtime import active_aliases
-from tests.runtime import FailingClose, minimal_settings, names, sessions
+from tests.runtime import BACKEND, FailingClose, minimal_settings, names, sessions
 from tests.testapp.models import Item, MyModel
 
 pytestmark = pytest.mark.django_db(databases=["default", "other"])
@@ -27,6 +28,22 @@ def module_in_database(request, settings):
     """``in_database`` from each import, with that module's router installed."""
     settings.DATABASE_ROUTERS = [f"{request.param}.DynamicDbRouter"]
     return importlib.import_module(request.param).in_database
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The thread hops async blocks make, by the function each runs in the ORM's thread."""
+    from dynroute.runtime import _async  # noqa: PLC0415 - the module under test
+
+    made: list[str] = []
+    real = _async.in_orm_thread
+
+    async def counted(function, config, **kwargs):
+        made.append(function.__name__)
+        return await real(function, config, **kwargs)
+
+    monkeypatch.setattr(_async, "in_orm_thread", counted)
+    return made
 
 
 def seed(runtime, *item_names):
@@ -303,22 +320,12 @@ def test_async_blocks_inside_async_to_sync(runtime):
     assert sessions(runtime, expected=0) == 0
 
 
-def test_an_async_block_hops_threads_on_entry_only(runtime, monkeypatch, caplog):
+def test_an_async_block_hops_threads_on_entry_only(runtime, hops, caplog):
     """Its exit closes the async ORM's connection from the event loop: one hop, not two.
 
     A hop costs ~100 µs of CPU and a wake-up of the ORM's thread, per request under
     ``DatabaseMiddleware``. Pooled connections are the exception (one hop each way).
     """
-    from dynroute.runtime import _async  # noqa: PLC0415 - the module under test
-
-    hops: list[str] = []
-    real = _async.in_orm_thread
-
-    async def counted(function, config, **kwargs):
-        hops.append(function.__name__)
-        return await real(function, config, **kwargs)
-
-    monkeypatch.setattr(_async, "in_orm_thread", counted)
 
     async def main() -> int:
         async with in_database(runtime):
@@ -404,18 +411,28 @@ def test_a_long_lived_orm_thread_forgets_the_aliases_of_its_closed_blocks(runtim
     assert sessions(runtime, expected=0) == 0
 
 
-def test_nested_async_blocks_hop_on_their_entries_only(runtime, fresh_alias, monkeypatch):
+@pytest.mark.skipif(
+    BACKEND != "postgresql" or django.VERSION < (5, 1),
+    reason="connection pools need PostgreSQL and Django 5.1+",
+)
+def test_a_pooled_block_inside_an_async_block_hops_on_its_own_exit_only(runtime, fresh_alias, hops):
+    """The pooled block's exit returns its connection to the pool in the ORM's thread.
+
+    It takes its record with it: the enclosing block's exit still needs no hop.
+    """
+    pooled = {**runtime, "OPTIONS": {"pool": {"min_size": 1, "max_size": 2, "timeout": 10}}}
+
+    async def main() -> None:
+        async with in_database(runtime, alias=fresh_alias("around_pool")), in_database(pooled):
+            await Item.objects.acount()
+
+    asyncio.run(main())
+    assert hops == ["_enter_here", "_enter_here", "leave"]
+    assert sessions(runtime, expected=0) == 0
+
+
+def test_nested_async_blocks_hop_on_their_entries_only(runtime, fresh_alias, hops):
     """Each exit takes its own entry off this task's record: neither needs a hop."""
-    from dynroute.runtime import _async  # noqa: PLC0415 - the module under test
-
-    hops: list[str] = []
-    real = _async.in_orm_thread
-
-    async def counted(function, config, **kwargs):
-        hops.append(function.__name__)
-        return await real(function, config, **kwargs)
-
-    monkeypatch.setattr(_async, "in_orm_thread", counted)
 
     async def main() -> None:
         async with in_database(runtime):
@@ -528,7 +545,7 @@ def test_a_block_left_in_another_thread_by_hand_leaks_nothing(runtime):
 
 
 def test_an_async_block_dropped_by_an_enclosing_exit_closes_its_own_connection(
-    runtime, fresh_alias, monkeypatch, caplog
+    runtime, fresh_alias, hops, caplog
 ):
     """An ``async with`` entry never left (an abandoned async generator) is undone as its own.
 
@@ -536,16 +553,6 @@ def test_an_async_block_dropped_by_an_enclosing_exit_closes_its_own_connection(
     as a stray one left by work started inside a block; the enclosing block's exit
     still needs no thread hop.
     """
-    from dynroute.runtime import _async  # noqa: PLC0415 - the module under test
-
-    hops: list[str] = []
-    real = _async.in_orm_thread
-
-    async def counted(function, config, **kwargs):
-        hops.append(function.__name__)
-        return await real(function, config, **kwargs)
-
-    monkeypatch.setattr(_async, "in_orm_thread", counted)
 
     async def main() -> None:
         async with (

@@ -51,12 +51,11 @@ async def aleave(config: DatabaseConfiguration) -> None:
     connections are pooled (only Django's ``close()``, in their thread, returns one
     to its pool): then in the async ORM's thread, as the entry was made.
     """
-    entries = _ORM_THREADS.get()
-    if not entries or entries[-1][0] != config.alias or config.settings["OPTIONS"].get("pool"):
+    owner = _take_innermost(config)
+    if owner is None or config.settings["OPTIONS"].get("pool"):
         await in_orm_thread(leave, config)
-        return
-    _ORM_THREADS.set(entries[:-1])
-    leave_from(config, entries[-1][1])
+    else:
+        leave_from(config, owner)
 
 
 def drop(config: DatabaseConfiguration) -> None:
@@ -66,9 +65,17 @@ def drop(config: DatabaseConfiguration) -> None:
     counted against the thread it connected in, and its connection closed; any other,
     as :func:`~dynroute.runtime.leave` in the calling thread.
     """
+    owner = _take_innermost(config)
+    if owner is None:
+        leave(config)
+    else:
+        leave_from(config, owner)
+
+
+def _take_innermost(config: DatabaseConfiguration) -> threading.Thread | None:
+    """Forget this task's innermost record if it is of ``config``; return its thread."""
     entries = _ORM_THREADS.get()
     if not entries or entries[-1][0] != config.alias:
-        leave(config)
-        return
+        return None
     _ORM_THREADS.set(entries[:-1])
-    leave_from(config, entries[-1][1])
+    return entries[-1][1]

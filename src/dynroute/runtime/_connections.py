@@ -151,10 +151,8 @@ def close_everywhere(
 ) -> None:
     """Close the connections ``opened`` under ``alias`` (with their threads), in every thread.
 
-    The calling thread's connection is closed properly. Another thread's cannot be
-    (Django wrappers belong to their thread), so its DB-API connection is closed and
-    the wrapper reset to reconnect if that thread ever uses it again; no block is
-    using any of them at this point.
+    The calling thread's connection is closed properly; another thread's as
+    :func:`close_outside` does. No block is using any of them at this point.
     """
     me = threading.current_thread()
     for wrapper, owner in opened:
@@ -167,20 +165,7 @@ def close_everywhere(
                 "work started inside a block should finish inside it",
                 alias,
             )
-        _close_raw(alias, wrapper)
-
-
-def _close_raw(alias: str, wrapper: BaseDatabaseWrapper) -> None:
-    """Close another thread's connection: its driver's, the wrapper reset to reconnect.
-
-    Django's ``close()`` refuses another thread (and an event loop's), so the DB-API
-    connection is closed directly; the next ``connect()`` resets the wrapper's state.
-    """
-    raw, wrapper.connection = wrapper.connection, None
-    try:
-        raw.close()
-    except Exception as error:  # noqa: BLE001 - a dead connection may fail to close; it is gone
-        logger.warning("closing runtime database %r failed: %s", alias, type(error).__name__)
+        close_outside(alias, wrapper, owner)
 
 
 #: Wrappers closed by :func:`close_outside`, left in their thread's ``connections``:
@@ -191,12 +176,19 @@ _detached: dict[threading.Thread, list[tuple[str, BaseDatabaseWrapper]]] = {}
 def close_outside(alias: str, wrapper: BaseDatabaseWrapper, owner: threading.Thread) -> None:
     """Close the connection ``owner`` holds to ``alias``, from another thread.
 
-    For a block left in an event loop whose queries ran in the async ORM's thread
-    (``owner``), which no block there uses now: no thread hop. The wrapper stays in
-    ``owner``'s ``connections`` until :func:`forget_detached` runs there, or ``owner``
-    ends (under ASGI, Django runs each request's sync code in a thread of its own).
+    Django's ``close()`` refuses another thread (and an event loop's), so the DB-API
+    connection is closed directly; the next ``connect()`` would reset the wrapper's
+    state. The wrapper stays in ``owner``'s ``connections`` until
+    :func:`forget_detached` runs there, or ``owner`` ends (under ASGI, Django runs each
+    request's sync code in a thread of its own). Used for an ``async with`` block's
+    exit, whose queries ran in the async ORM's thread (``owner``), and for the
+    connections other threads left when an alias goes.
     """
-    _close_raw(alias, wrapper)
+    raw, wrapper.connection = wrapper.connection, None
+    try:
+        raw.close()
+    except Exception as error:  # noqa: BLE001 - a dead connection may fail to close; it is gone
+        logger.warning("closing runtime database %r failed: %s", alias, type(error).__name__)
     for thread in [thread for thread in _detached if not thread.is_alive()]:
         del _detached[thread]
     _detached.setdefault(owner, []).append((alias, wrapper))
