@@ -828,6 +828,10 @@ def test_unknown_keys_are_named_then_every_known_key_with_its_meaning():
         "primary",
         "replicas",
         "pin_seconds",
+        "pin",
+        "position_seconds",
+        "max_lag",
+        "lag_check_seconds",
         "choose",
         "down_seconds",
         "resolver",
@@ -838,7 +842,7 @@ def test_unknown_keys_are_named_then_every_known_key_with_its_meaning():
     ]
     assert (
         entries[2]
-        == "pin_seconds: seconds a client reads from the primary after it wrote (default 2)"
+        == "pin_seconds: seconds a client reads from the primary after it wrote, pinned by time (default 2, and 0 sets no pin cookie)"
     )
 
 

@@ -678,6 +678,10 @@ def test_aliases_found_once_are_not_looked_up_again(monkeypatch: pytest.MonkeyPa
         ({"replicas": ("r",), "pin_after_write": 1}, r"must be True or False, got 1"),
         ({"replicas": ("r",), "down_seconds": -1}, r"seconds >= 0, got -1"),
         ({"replicas": ("r",), "down_seconds": "30"}, r"seconds >= 0, got '30'"),
+        ({"replicas": ("r",), "pin": "lsn"}, r"'position' or 'time', got 'lsn'"),
+        ({"replicas": ("r",), "max_lag": 0}, r"max_lag=...\) must be seconds > 0 or None, got 0"),
+        ({"replicas": ("r",), "max_lag": True}, r"got True"),
+        ({"replicas": ("r",), "lag_check_seconds": "5"}, r"lag_check_seconds.*> 0, got '5'"),
     ],
 )
 def test_bad_arguments_are_refused_naming_the_value(
@@ -692,7 +696,10 @@ def test_repr_shows_the_aliases_and_options() -> None:
     """The repr shows aliases and options, and a choose function by name."""
     assert repr(replicas()) == (
         "PrimaryReplica('default', ('replica1', 'replica2'), choose='round_robin', "
-        "pin_after_write=True, down_seconds=30)"
+        "pin_after_write=True, pin='position', down_seconds=30)"
+    )
+    assert repr(PrimaryReplica("default", ("r",), pin="time", max_lag=2.5)).endswith(
+        "pin='time', down_seconds=30, max_lag=2.5, lag_check_seconds=5)"
     )
     assert "choose='Random.choice'" in repr(PrimaryReplica("default", ("r",), choose=random.choice))
 

@@ -27,6 +27,8 @@ from dynroute.observe import (
     configuration_closed,
     configuration_registered,
     reads_pinned,
+    replica_caught_up,
+    replica_lagging,
     replica_marked_down,
     replica_restored,
 )
@@ -38,6 +40,8 @@ __all__ = [
     "configuration_closed",
     "configuration_registered",
     "reads_pinned",
+    "replica_caught_up",
+    "replica_lagging",
     "replica_marked_down",
     "replica_restored",
 ]

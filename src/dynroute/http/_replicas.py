@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypedDict, cast, final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, TypedDict, cast, final
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core import signing
 from django.core.signals import setting_changed
@@ -27,12 +28,21 @@ from dynroute.core import iscoroutinefunction, markcoroutinefunction
 from dynroute.exceptions import ConfigurationError, UsageError
 from dynroute.http._streaming import imported, stream_in, sync_answer
 from dynroute.replicas import (
+    PRIMARY_ONLY,
+    Needing,
+    Needs,
+    Position,
     PrimaryReplica,
     current_entry,
     has_written,
+    pack,
+    reached,
     read_primaries,
+    replayed_positions,
+    unpack,
     use_primary,
     used_primary,
+    written_positions,
 )
 from dynroute.routing import InDatabase, in_database
 
@@ -52,7 +62,12 @@ _SETTING: Final = "DYNROUTE_PRIMARY_REPLICA"
 _KEYS: Final = {
     "primary": "the alias writes go to (default 'default')",
     "replicas": "the aliases reads may go to (required)",
-    "pin_seconds": "seconds a client reads from the primary after it wrote (default 2)",
+    "pin_seconds": "seconds a client reads from the primary after it wrote, pinned by time "
+    "(default 2, and 0 sets no pin cookie)",
+    "pin": "'position' (the default) or 'time': how a write is carried to the next requests",
+    "position_seconds": "seconds a position pin is kept at most (default 300)",
+    "max_lag": "seconds a replica may be behind and still be chosen (default: no limit)",
+    "lag_check_seconds": "how often each process asks a replica its lag (default 5)",
     "choose": "'round_robin', 'random' or a dotted path to a function (default 'round_robin')",
     "down_seconds": "seconds a replica that failed to connect is skipped (default 30)",
     "resolver": "a dotted path to a function (request) -> 'primary' | 'replica' | None",
@@ -65,8 +80,16 @@ _KEYS: Final = {
 _SALT: Final = "dynroute.middleware.PrimaryReplicaMiddleware"
 _PRIMARY: Final = "primary"
 _REPLICA: Final = "replica"
+#: The pin cookie's value: a time pin (the only format before positions), or the
+#: positions of the client's writes. A version this code does not know is read as a
+#: time pin: a cookie of a later release, during a deploy, pins safely.
+_TIME_PIN: Final = "1"
+_POSITIONS: Final = "2."
 
 _NO_SCOPE: Final = nullcontext()
+
+#: SameSite as ``delete_cookie`` is typed (the setting's values).
+_SameSite: TypeAlias = "Literal['Lax', 'Strict', 'None'] | None"
 
 
 class CookieAttributes(TypedDict):
@@ -86,7 +109,9 @@ class PrimaryReplicaSettings:
 
     Attributes:
         policy: The ``PrimaryReplica`` every request's block routes by.
-        pin_seconds: How long a client reads from the primary after it wrote (0: never).
+        pin_seconds: How long a client reads from the primary after it wrote, when
+            pinned by time (0: no pin cookie at all).
+        position_seconds: How long a client's position pin is kept at most.
         resolver: The function deciding per request (``"primary"``, ``"replica"`` or
             ``None``), if any.
         cookie_name: The pin cookie's name.
@@ -95,6 +120,7 @@ class PrimaryReplicaSettings:
 
     policy: PrimaryReplica
     pin_seconds: int
+    position_seconds: int
     resolver: Callable[[HttpRequest], object] | None
     cookie_name: str
     cookie: CookieAttributes
@@ -119,14 +145,12 @@ class PrimaryReplicaSettings:
             given["replicas"],
             choose=choose,
             down_seconds=given.get("down_seconds", 30.0),
+            pin=given.get("pin", "position"),
+            max_lag=given.get("max_lag"),
+            lag_check_seconds=given.get("lag_check_seconds", 5.0),
         )
-        pin_seconds = given.get("pin_seconds", 2)
-        if type(pin_seconds) is not int or pin_seconds < 0:
-            msg = (
-                f'settings.{_SETTING}["pin_seconds"] must be a whole number of seconds >= 0, '
-                f"got {pin_seconds!r}."
-            )
-            raise ConfigurationError(msg)
+        pin_seconds = _seconds(given, "pin_seconds", 2)
+        position_seconds = _seconds(given, "position_seconds", 300)
         resolver = _imported(given, "resolver")
         if resolver is not None and not callable(resolver):
             msg = f'settings.{_SETTING}["resolver"] must be a function, got {resolver!r}.'
@@ -138,7 +162,19 @@ class PrimaryReplicaSettings:
             "path": settings.SESSION_COOKIE_PATH,
             "domain": settings.SESSION_COOKIE_DOMAIN,
         }
-        return cls(policy, pin_seconds, resolver, given.get("cookie_name", "dynroute_pin"), cookie)
+        name = given.get("cookie_name", "dynroute_pin")
+        return cls(policy, pin_seconds, position_seconds, resolver, name, cookie)
+
+
+def _seconds(given: Mapping[str, Any], key: str, default: int) -> int:
+    """A whole number of seconds >= 0 from the setting."""
+    seconds = given.get(key, default)
+    if type(seconds) is not int or seconds < 0:
+        msg = (
+            f'settings.{_SETTING}["{key}"] must be a whole number of seconds >= 0, got {seconds!r}.'
+        )
+        raise ConfigurationError(msg)
+    return seconds
 
 
 def _given() -> Mapping[str, Any]:
@@ -175,9 +211,13 @@ class PrimaryReplicaMiddleware:
     - Requests with a safe method (GET, HEAD, OPTIONS, TRACE) read from the block's
       replica; other requests read from the primary too.
     - After a request that wrote to the primary, or used an unsafe method, the
-      response sets a signed cookie; for ``pin_seconds`` the client's requests read
-      from the primary, so the page after a POST shows what was saved. A forged or
-      expired cookie is ignored.
+      response sets a signed cookie, so that the page after a POST shows what was
+      saved. With ``"pin": "position"`` (the default, on PostgreSQL and MariaDB) it
+      holds the primary's position after the write, read with one query, and the
+      client's requests read from a replica as soon as that replica has replayed
+      it (the cookie is removed once every replica has), for at most
+      ``position_seconds``; else (``"time"``, SQLite) they read from the primary for
+      ``pin_seconds``. A forged or expired cookie is ignored.
     - ``"resolver"``, a function of the request returning ``"primary"``, ``"replica"``
       or ``None`` (the rules above), decides per request: ``"replica"`` for a POST that
       only reads (GraphQL queries), ``"primary"`` for a view that must not lag.
@@ -215,14 +255,18 @@ class PrimaryReplicaMiddleware:
         if self._async:
             return self.__acall__(request)
         given = None if self.settings.resolver is None else self._call_sync_resolver(request)
-        primary = self._reads_primary(given, request)
+        reads = self._reads(given, request)
+        primary = reads is True
         # Plain with statements, not an ExitStack: this runs on every request.
-        with self.block, self._read_scope(primary=primary):
+        with _needing(reads=reads), self.block, self._read_scope(primary=primary):
             response = cast("HttpResponseBase", self.get_response(request))
             wrote = has_written()  # to this primary, or a tenant's inside
+            positions = None
+            if self._pins(request, wrote=wrote, primary=primary):
+                positions = written_positions(self._also(request))
             if response.streaming:
                 self._stream_inside(response, primary=primary or wrote)
-        self._pin(request, response, primary=primary, wrote=wrote)
+        self._pin(response, reads=reads, positions=positions)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -230,14 +274,19 @@ class PrimaryReplicaMiddleware:
         given = self._call_resolver(request)
         if inspect.isawaitable(given):
             given = await given
-        primary = self._reads_primary(given, request)
+        reads = self._reads(given, request)
+        primary = reads is True
         get_response = cast("AsyncGetResponse", self.get_response)
-        with self.block, self._read_scope(primary=primary):
+        with _needing(reads=reads), self.block, self._read_scope(primary=primary):
             response = await get_response(request)
             wrote = has_written()  # to this primary, or a tenant's inside
+            positions = None
+            if self._pins(request, wrote=wrote, primary=primary):
+                # In the async ORM's thread, where the request's writes ran.
+                positions = await sync_to_async(written_positions)(self._also(request))
             if response.streaming:
                 self._stream_inside(response, primary=primary or wrote)
-        self._pin(request, response, primary=primary, wrote=wrote)
+        self._pin(response, reads=reads, positions=positions)
         return response
 
     def _read_scope(self, *, primary: bool) -> AbstractContextManager[None]:
@@ -252,8 +301,8 @@ class PrimaryReplicaMiddleware:
     def _call_sync_resolver(self, request: HttpRequest) -> object:
         return sync_answer(self._call_resolver(request), _SETTING)
 
-    def _reads_primary(self, given: object, request: HttpRequest) -> bool:
-        """Return whether the request's reads go to the primary (else to the replica)."""
+    def _reads(self, given: object, request: HttpRequest) -> bool | Needs:
+        """Return whether the request's reads go to the primary, or what a replica needs."""
         if given is None:
             if request.method not in SAFE_METHODS:
                 return True
@@ -265,35 +314,71 @@ class PrimaryReplicaMiddleware:
                 f"{request.path}: it must return 'primary', 'replica' or None."
             )
             raise UsageError(msg)
-        # A replica request, unless the client wrote within pin_seconds.
+        # A replica request, unless the client wrote lately.
         return self._pinned_by_cookie(request)
 
-    def _pinned_by_cookie(self, request: HttpRequest) -> bool:
-        """Return whether the request carries a valid pin cookie (its client wrote lately)."""
-        if not self.settings.pin_seconds or not _carries_pin(
-            request, self.settings.cookie_name, self.settings.pin_seconds
-        ):
+    def _pinned_by_cookie(self, request: HttpRequest) -> bool | Needs:
+        """Return what the request's valid pin cookie says: a time pin, positions, or none."""
+        config = self.settings
+        if not config.pin_seconds:
             return False
+        pin = _carried_pin(request, config.cookie_name, config.pin_seconds, config.position_seconds)
+        if pin is None:
+            return False
+        if pin is not True:
+            return pin  # reads wait for a replica to replay these positions
         if _switches.listening:
             observe.reads_pinned.send_robust(
                 sender=PrimaryReplica, primary=self.settings.policy.primary, reason="cookie"
             )
         return True
 
-    def _pin(
-        self, request: HttpRequest, response: HttpResponseBase, *, primary: bool, wrote: bool
-    ) -> None:
-        """Set the pin cookie after a write, or after an unsafe request read the primary."""
-        if self.settings.pin_seconds and (
+    def _pins(self, request: HttpRequest, *, wrote: bool, primary: bool) -> bool:
+        """Whether the response pins the client: after a write, or an unsafe request."""
+        return bool(self.settings.pin_seconds) and (
             wrote or (primary and request.method not in SAFE_METHODS)
-        ):
-            response.set_signed_cookie(
-                self.settings.cookie_name,
-                "1",
-                salt=_SALT,
-                max_age=self.settings.pin_seconds,
-                **self.settings.cookie,
-            )
+        )
+
+    def _also(self, request: HttpRequest) -> str | None:
+        """The primary whose position an unsafe request carries, though no write was seen."""
+        return None if request.method in SAFE_METHODS else self.settings.policy.primary
+
+    def _pin(
+        self,
+        response: HttpResponseBase,
+        *,
+        reads: bool | Needs,
+        positions: dict[str, Position] | None,
+    ) -> None:
+        """Set the pin cookie after a write; drop a position pin every replica has replayed."""
+        config = self.settings
+        if positions is None:
+            if not isinstance(reads, bool) and self._replayed_everywhere(reads):
+                response.delete_cookie(
+                    config.cookie_name,
+                    path=config.cookie["path"],
+                    domain=config.cookie["domain"],
+                    samesite=cast("_SameSite", config.cookie["samesite"]),
+                )
+            return
+        if not isinstance(reads, bool):
+            positions = {**reads, **positions}  # still needed, then this request's
+        if PRIMARY_ONLY in positions.values():
+            value, max_age = _TIME_PIN, config.pin_seconds
+        else:
+            value, max_age = _POSITIONS + pack(positions), config.position_seconds
+        response.set_signed_cookie(
+            config.cookie_name, value, salt=_SALT, max_age=max_age, **config.cookie
+        )
+
+    def _replayed_everywhere(self, needs: Needs) -> bool:
+        """Whether every replica of the policy has replayed ``needs`` (as last asked here)."""
+        policy = self.settings.policy
+        if set(needs) != {policy.primary}:
+            return False  # positions of other primaries: their replicas are not known here
+        needed = needs[policy.primary]
+        seen = replayed_positions()
+        return all(reached(seen.get(replica), needed) for replica in policy.replicas)
 
     def _stream_inside(self, response: HttpResponseBase, *, primary: bool) -> None:
         """Make a streaming response's iteration run in this request's block and replica."""
@@ -321,18 +406,36 @@ _VERIFIED_MAX: Final = 4096
 _VERIFYING = threading.Lock()
 
 
-def _carries_pin(request: HttpRequest, name: str, pin_seconds: int) -> bool:
-    """Whether ``request`` has a pin cookie ``name`` we signed, at most ``pin_seconds`` ago."""
+def _needing(*, reads: bool | Needs) -> AbstractContextManager[None]:
+    """The scope that makes the request's blocks need the positions of its cookie, if any."""
+    return _NO_SCOPE if isinstance(reads, bool) else Needing(reads)
+
+
+def _carried_pin(
+    request: HttpRequest, name: str, pin_seconds: int, position_seconds: int
+) -> Needs | bool | None:
+    """The pin of ``request``'s cookie ``name``, if we signed it lately enough, else ``None``.
+
+    ``True`` for a time pin signed at most ``pin_seconds`` ago; the positions of a
+    position pin signed at most ``position_seconds`` ago.
+    """
     value = request.COOKIES.get(name)
     if value is None:
-        return False
+        return None
+    # Read before the signature is checked, to know the age allowed; trusted after.
+    payload = value.rsplit(":", 2)[0]
+    needs = unpack(payload[len(_POSITIONS) :]) if payload.startswith(_POSITIONS) else None
+    # "1", or a format of another release: a time pin.
+    max_age = pin_seconds if needs is None else position_seconds
     key = (name, value)
     signed_at = _VERIFIED.get(key)
     if signed_at is None:
-        if request.get_signed_cookie(name, default=None, salt=_SALT, max_age=pin_seconds) is None:
-            return False  # forged, expired, or not ours
+        if request.get_signed_cookie(name, default=None, salt=_SALT, max_age=max_age) is None:
+            return None  # forged, expired, or not ours
         signed_at = _remember(key)
-    return time.time() - signed_at <= pin_seconds
+    if time.time() - signed_at > max_age:
+        return None
+    return True if needs is None else needs
 
 
 def _remember(key: tuple[str, str]) -> int:

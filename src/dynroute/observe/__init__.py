@@ -17,6 +17,8 @@ from dynroute.observe._signals import (
     exited,
     get_timing,
     reads_pinned,
+    replica_caught_up,
+    replica_lagging,
     replica_marked_down,
     replica_restored,
 )
@@ -32,6 +34,8 @@ __all__ = [
     "exited",
     "get_timing",
     "reads_pinned",
+    "replica_caught_up",
+    "replica_lagging",
     "replica_marked_down",
     "replica_restored",
 ]

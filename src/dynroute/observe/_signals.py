@@ -119,8 +119,15 @@ replica_restored = DynrouteSignal()
 """Sent when a replica marked down connects again: ``alias``."""
 reads_pinned = DynrouteSignal()
 """Sent when reads go to a primary because of a write: ``primary`` and ``reason``:
-``"write"`` (the first write to it in an active block with ``pin_after_write``), or
-``"cookie"`` (the client wrote within the middleware's ``pin_seconds``)."""
+``"write"`` (the first write to it in an active block with ``pin_after_write``),
+``"cookie"`` (the client wrote within the middleware's ``pin_seconds``, a time pin), or
+``"position"`` (a block's reads need a position no replica has replayed yet)."""
+replica_lagging = DynrouteSignal()
+"""Sent when a replica is found further behind than its policy's ``max_lag``, and so
+not chosen: ``alias`` and ``lag`` (seconds, a float; ``inf`` when its replication is
+stopped with transactions waiting). Sender: :class:`~dynroute.PrimaryReplica`."""
+replica_caught_up = DynrouteSignal()
+"""Sent when a replica found lagging is back within ``max_lag``: ``alias``, ``lag``."""
 
 _ALL = (
     block_entered,
@@ -130,6 +137,8 @@ _ALL = (
     replica_marked_down,
     replica_restored,
     reads_pinned,
+    replica_lagging,
+    replica_caught_up,
 )
 
 

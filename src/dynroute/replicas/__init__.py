@@ -4,7 +4,9 @@
   whose ``read()`` is the read decision (and ``read_reason()`` its explanation);
 - ``_pins``: reads sent to the primary after a write, and ``use_primary()``;
 - ``_tracking``: what an active block records (the write hook calls it);
-- ``_health``: replicas marked down when they fail to connect, per process.
+- ``_health``: replicas marked down when they fail to connect, per process;
+- ``_positions``: what a primary wrote and a replica replayed (read-your-writes by
+  position), and replica lag.
 
 The request middleware (``PrimaryReplicaMiddleware``) is in ``dynroute.http``: it enters
 a block, which this room cannot import.
@@ -21,32 +23,61 @@ from dynroute.replicas._pins import (
     use_primary,
     used_primary,
 )
-from dynroute.replicas._policy import Choose, Entry, PrimaryReplica, groups, pairs
+from dynroute.replicas._policy import Choose, Entry, Pin, PrimaryReplica, groups, pairs
+from dynroute.replicas._positions import (
+    PRIMARY_ONLY,
+    Needing,
+    Needs,
+    Position,
+    describe,
+    lagging,
+    pack,
+    reached,
+    replayed_positions,
+    unpack,
+)
+from dynroute.replicas._positions import forget as forget_positions
 from dynroute.replicas._tracking import (
     current_entry,
     entered,
     leave,
     note_statement,
+    positions_to_carry,
     read_primaries,
+    written_positions,
 )
 
 __all__ = [
+    "PRIMARY_ONLY",
     "Choose",
     "Entry",
+    "Needing",
+    "Needs",
+    "Pin",
+    "Position",
     "PrimaryReplica",
     "UsePrimary",
     "current_entry",
+    "describe",
     "describe_pins",
     "down_replicas",
     "entered",
+    "forget_positions",
     "get_pins",
     "groups",
     "has_written",
+    "lagging",
     "leave",
     "mark_up",
     "note_statement",
+    "pack",
     "pairs",
+    "positions_to_carry",
+    "reached",
     "read_primaries",
+    "replayed_positions",
+    "unpack",
     "use_primary",
     "used_primary",
+    "written_positions",
 ]

@@ -22,6 +22,7 @@ from django.core.exceptions import SynchronousOnlyOperation
 from django.db import OperationalError, connections
 
 from dynroute import _switches, observe
+from dynroute.replicas._positions import LAGGING
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -30,6 +31,7 @@ __all__ = [
     "DOWN",
     "THREAD_CONNECTIONS",
     "connection",
+    "connects",
     "down_now",
     "down_replicas",
     "is_down",
@@ -80,7 +82,7 @@ def usable(group: _Group, first: str | None = None, *, skip: str | None = None) 
     """Return a replica of ``group`` whose connection opens here, else its primary.
 
     ``first`` (already found up by the caller) is tried first, then the other
-    replicas that are not down, except ``skip``. A replica whose connection fails
+    replicas that are neither down nor lagging, except ``skip``. A replica whose connection fails
     with ``OperationalError`` is marked down for ``down_seconds``, with a WARNING.
     The signals are sent by ``type(group)``: ``PrimaryReplica``.
     """
@@ -88,7 +90,7 @@ def usable(group: _Group, first: str | None = None, *, skip: str | None = None) 
     if first is not None and _connects(first, group.down_seconds, sender):
         return first
     for candidate in group.replicas:
-        if candidate in (first, skip) or is_down(candidate):
+        if candidate in (first, skip) or candidate in LAGGING or is_down(candidate):
             continue
         if _connects(candidate, group.down_seconds, sender):
             return candidate
@@ -119,6 +121,11 @@ def down_now(alias: str) -> bool:
     """Return whether ``alias`` is marked down and not yet due for a retry (claims nothing)."""
     mark = DOWN.get(alias)
     return mark is not None and time.monotonic() < mark[0]
+
+
+def connects(alias: str, group: _Group) -> bool:
+    """Open this thread's connection to replica ``alias`` of ``group``; mark it down on failure."""
+    return _connects(alias, group.down_seconds, type(group))
 
 
 def _connects(alias: str, down_seconds: float, sender: type) -> bool:

@@ -9,7 +9,15 @@ checks (:meth:`Entry.read`):
 2. after this thread or task has written to the primary in the block
    (``pin_after_write``; recorded by the write hook, :mod:`dynroute.replicas._tracking`);
 3. while this thread's connection to the primary is in a transaction;
-4. when every replica is marked down (:mod:`dynroute.replicas._health`).
+4. when the code needs a position (a write made before, by the client of a request
+   or the enqueuer of a task) that the entry's replica has not replayed
+   (:mod:`dynroute.replicas._positions`);
+5. when every replica is marked down (:mod:`dynroute.replicas._health`), or lags past
+   ``max_lag``.
+
+An entry settles what needs a query (has its replica replayed the position it needs?
+is a lag check due?) at its first read, once, in the thread that reads; until then,
+and afterwards, a read costs no query.
 
 What is per entry (the replica chosen) lives in the immutable :class:`Entry`; what is
 per thread or task in ContextVars; what is per process (health, the groups
@@ -23,28 +31,57 @@ import itertools
 import random
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, TypeGuard, final
 
-from django.db import connections
+from django.core.exceptions import SynchronousOnlyOperation
+from django.db import DatabaseError, connections
 
+from dynroute import _switches, observe
 from dynroute.exceptions import UnknownDatabaseError, UsageError
 from dynroute.replicas._health import (
     DOWN,
     THREAD_CONNECTIONS,
     connection,
+    connects,
     down_now,
     is_down,
     usable,
 )
 from dynroute.replicas._pins import EVERY, get_pins
+from dynroute.replicas._positions import (
+    LAGGING,
+    NEEDS,
+    PRIMARY_ONLY,
+    REPLAYED,
+    Position,
+    check_lag,
+    claim_lag_checks,
+    describe,
+    lag_due,
+    reached,
+    replayed,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from django.db.models import Model
 
-__all__ = ["PRIMARIES", "Choose", "Entry", "PrimaryReplica", "groups", "pairs"]
+__all__ = [
+    "BY_POSITION",
+    "PRIMARIES",
+    "Choose",
+    "Entry",
+    "Pin",
+    "PrimaryReplica",
+    "groups",
+    "pairs",
+]
 
 #: How a block picks its replica: by name, or a function of the replicas that are up.
 Choose: TypeAlias = "Literal['round_robin', 'random'] | Callable[[tuple[str, ...]], str]"
+
+#: How reads are kept on the primary after a write: until a replica has replayed it
+#: (``"position"``), or for a time (``"time"``: the middleware's ``pin_seconds``).
+Pin: TypeAlias = "Literal['position', 'time']"
 
 _ROUND_ROBIN: Final = "round_robin"
 _RANDOM: Final = "random"
@@ -61,14 +98,20 @@ _PAIRS: set[tuple[str, tuple[str, ...]]] = set()
 #: only to these).
 PRIMARIES: set[str] = set()
 
+#: The primaries of a PrimaryReplica with ``pin="position"``: a write to one is
+#: carried (in a cookie, a task's headers) as its position, where its backend has one.
+BY_POSITION: set[str] = set()
 
-def _register(primary: str, replicas: tuple[str, ...]) -> None:
+
+def _register(primary: str, replicas: tuple[str, ...], pin: Pin) -> None:
     """Note a PrimaryReplica's aliases in the registries above."""
     group = frozenset((primary, *replicas))
     for alias in group:
         _GROUPS[alias] = _GROUPS.get(alias, frozenset()) | group
     _PAIRS.add((primary, replicas))
     PRIMARIES.add(primary)
+    if pin == "position":
+        BY_POSITION.add(primary)
 
 
 def pairs() -> set[tuple[str, tuple[str, ...]]]:
@@ -102,7 +145,11 @@ class PrimaryReplica:
         primary: The alias writes go to.
         replicas: The aliases reads may go to, in order.
         pin_after_write: Whether reads go to the primary after a write.
+        pin: How a write is carried past the block: ``"position"`` or ``"time"``.
         down_seconds: How long a replica that failed to connect is skipped.
+        max_lag: How far behind (seconds) a replica may be and still be chosen
+            (``None``: no limit).
+        lag_check_seconds: How often each process asks each replica its lag.
     """
 
     __slots__ = (
@@ -110,19 +157,25 @@ class PrimaryReplica:
         "_choose",
         "_counter",
         "down_seconds",
+        "lag_check_seconds",
+        "max_lag",
+        "pin",
         "pin_after_write",
         "primary",
         "replicas",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only options of a public constructor
         self,
         primary: str = "default",
         replicas: Sequence[str] = (),
         *,
         choose: Choose = "round_robin",
         pin_after_write: bool = True,
+        pin: Pin = "position",
         down_seconds: float = 30.0,
+        max_lag: float | None = None,
+        lag_check_seconds: float = 5.0,
     ) -> None:
         """Route writes to ``primary`` and reads to one of ``replicas`` per block.
 
@@ -135,21 +188,37 @@ class PrimaryReplica:
                 never empty) and returning one of them.
             pin_after_write: After a write in the block, send the reads of the same
                 thread or task to the primary until the block exits.
+            pin: How a write is carried past the block, to the client's next
+                requests (the middleware's cookie) and to the Celery tasks enqueued
+                after it: ``"position"`` (the default), the primary's position,
+                read once, so that those reads go to a replica as soon as it has
+                replayed it; ``"time"``, reads go to the primary for the
+                middleware's ``pin_seconds`` (and in those tasks). Backends without
+                positions (SQLite) pin by time either way.
             down_seconds: How long a replica that failed to connect is skipped (per
                 process).
+            max_lag: A replica further behind than this many seconds is not chosen
+                (``None``, the default: no limit). A replica that has replayed all it
+                received is never behind, however idle the primary.
+            lag_check_seconds: How often (seconds) each process asks each replica
+                its lag, with one query, when ``max_lag`` is set.
 
         Raises:
             UsageError: An argument is of the wrong type or value.
         """
         names = _arguments(primary, replicas, choose, pin_after_write, down_seconds)
+        _check_pin(pin, max_lag, lag_check_seconds)
         self.primary = primary
         self.replicas: tuple[str, ...] = names
         self.pin_after_write = pin_after_write
+        self.pin: Pin = pin
         self.down_seconds = float(down_seconds)
+        self.max_lag = None if max_lag is None else float(max_lag)
+        self.lag_check_seconds = float(lag_check_seconds)
         self._choose = choose
         self._counter = itertools.count()
         self._checked = False
-        _register(primary, names)
+        _register(primary, names, pin)
 
     def __repr__(self) -> str:
         """Show the aliases and the options (never a setting of a database)."""
@@ -158,17 +227,28 @@ class PrimaryReplica:
             if isinstance(self._choose, str)
             else getattr(self._choose, "__qualname__", type(self._choose).__name__)
         )
+        lag = (
+            ""
+            if self.max_lag is None
+            else (f", max_lag={self.max_lag:g}, lag_check_seconds={self.lag_check_seconds:g}")
+        )
         return (
             f"PrimaryReplica({self.primary!r}, {self.replicas!r}, choose={choose!r}, "
-            f"pin_after_write={self.pin_after_write}, down_seconds={self.down_seconds:g})"
+            f"pin_after_write={self.pin_after_write}, pin={self.pin!r}, "
+            f"down_seconds={self.down_seconds:g}{lag})"
         )
 
     # The policy asked directly (as a Django router, or outside a block entry): a
     # replica is chosen per query. Blocks ask their entry instead (see Entry).
 
     def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ANN401 - a policy's signature is fixed by the Protocol
-        """Return the alias a read goes to, choosing a replica for this query alone."""
-        return Entry(self, self.choose()).db_for_read(model, **hints)
+        """Return the alias a read goes to, choosing a replica for this query alone.
+
+        A position needed here is looked up in the cache of what replicas replayed,
+        never asked (that would be a query per read): not known there, the read goes
+        to the primary.
+        """
+        return self._entry(ask=False).db_for_read(model, **hints)
 
     def db_for_write(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ARG002, ANN401 - a policy's signature is fixed by the Protocol
         """Return the primary."""
@@ -206,15 +286,36 @@ class PrimaryReplica:
 
     def enter(self) -> Entry:
         """Make the policy of one entry of a block: choose its replica (changes nothing)."""
-        return Entry(self, self.choose())
+        return self._entry(ask=True)
+
+    def _entry(self, *, ask: bool) -> Entry:
+        needs = NEEDS.get()
+        needed = None if needs is None else needs.get(self.primary)
+        replica = self.choose()
+        if (
+            needed is not None
+            and replica is not None
+            and not reached(REPLAYED.get(replica), needed)
+        ):
+            # Another replica known (cached) to have replayed it, if there is one.
+            replica = next(
+                (alias for alias in self._up() if reached(REPLAYED.get(alias), needed)), replica
+            )
+        return Entry(self, replica, needed, ask=ask)
+
+    def _up(self) -> tuple[str, ...]:
+        """The replicas neither marked down nor lagging."""
+        if not DOWN and not LAGGING:
+            return self.replicas
+        return tuple(
+            alias for alias in self.replicas if not down_now(alias) and alias not in LAGGING
+        )
 
     def choose(self) -> str | None:
-        """Return a replica that is not marked down, or ``None`` if all are."""
-        up = self.replicas
-        if DOWN:
-            up = tuple(alias for alias in up if not down_now(alias))
-            if not up:
-                return None
+        """Return a replica neither marked down nor lagging, or ``None`` if none is."""
+        up = self._up()
+        if not up:
+            return None
         choose = self._choose
         if isinstance(choose, str):
             if choose == _RANDOM:
@@ -238,12 +339,29 @@ class Entry:
     Immutable: a task started inside the block shares it with its parent and siblings.
     """
 
-    __slots__ = ("_policy", "_primary", "_replica", "pin")
+    __slots__ = ("_ask", "_held", "_needs", "_policy", "_primary", "_replica", "_settled", "pin")
 
-    def __init__(self, policy: PrimaryReplica, replica: str | None) -> None:
+    def __init__(
+        self,
+        policy: PrimaryReplica,
+        replica: str | None,
+        needs: Position | None = None,
+        *,
+        ask: bool = True,
+    ) -> None:
         self._policy = policy
         self._primary = policy.primary
         self._replica = replica
+        self._needs = needs
+        self._ask = ask
+        #: Whether the reads of this entry stay on the primary: no replica has
+        #: replayed the position they need.
+        self._held = needs is PRIMARY_ONLY or (needs is not None and replica is None)
+        # Nothing to ask at the first read: no position needed that the cache does
+        # not show replayed, no lag check due.
+        self._settled = (
+            needs is None or self._held or reached(REPLAYED.get(replica or ""), needs)
+        ) and (policy.max_lag is None or not lag_due(policy.replicas))
         self.pin = policy.pin_after_write
 
     def __repr__(self) -> str:
@@ -256,8 +374,13 @@ class Entry:
 
     @property
     def replica(self) -> str | None:
-        """The replica chosen when the block was entered (``None``: all were down)."""
-        return self._replica
+        """The replica this entry reads (``None``: none up, or none has the position it needs)."""
+        return None if self._held else self._replica
+
+    @property
+    def needs(self) -> Position | None:
+        """The position this entry's reads need a replica to have replayed, if any."""
+        return self._needs
 
     def db_for_read(self, model: type[Model], /, **hints: Any) -> str | None:  # noqa: ARG002, ANN401 - a policy's signature is fixed by the Protocol
         """Return the replica of this entry, or the primary (see the module's docstring)."""
@@ -280,22 +403,93 @@ class Entry:
             if cached[primary].in_atomic_block:
                 return primary
             replica = self._replica
-            if replica is not None and not DOWN and cached[replica].connection is not None:
+            if (
+                replica is not None
+                and self._settled
+                and not DOWN
+                and cached[replica].connection is not None
+            ):
                 return replica
         except KeyError:
             pass
         return self._checked_read(primary)
 
-    def _checked_read(self, primary: str) -> str:
-        """As :meth:`read`, for the cases it leaves: a first read in this thread, a replica down."""
+    def _checked_read(self, primary: str) -> str:  # noqa: PLR0911 - a return per rule of read()
+        """As :meth:`read`, for what it leaves: a first read, a check to make, a replica down."""
         if connection(primary).in_atomic_block:
             return primary
+        if not self._settled and not self._settle():
+            return primary  # an event loop's thread: the query that settles runs elsewhere
         replica = self._replica
+        if self._held:
+            return primary
         if replica is None or (DOWN and is_down(replica)):
-            return usable(self._policy, skip=replica)
+            # Another replica would need its own check of the position: the primary.
+            return primary if self._needs is not None else usable(self._policy, skip=replica)
         if connection(replica).connection is None:
+            if self._needs is not None:
+                return replica if connects(replica, self._policy) else primary
             return usable(self._policy, replica)
         return replica
+
+    def _settle(self) -> bool:
+        """Make the checks this entry's first read needs, once; return ``False`` if it cannot here.
+
+        A lag check due (for every replica of the policy, one query each, by one
+        thread of the process), then whether the replica chosen, or another, has
+        replayed the position the entry needs (one query each, at most).
+        """
+        # No lock: tasks sharing the entry that settle it at once each ask, and each
+        # answer is right; the fields are set before _settled says so.
+        policy = self._policy
+        try:
+            if policy.max_lag is not None:
+                self._check_lag(policy, policy.max_lag)
+            needs = self._needs
+            if needs is not None and not self._held:
+                replica = self._caught_up(policy, needs)
+                if replica is None:
+                    self._held = True
+                    if _switches.listening:
+                        observe.reads_pinned.send_robust(
+                            sender=PrimaryReplica, primary=policy.primary, reason="position"
+                        )
+                else:
+                    self._replica = replica
+        except SynchronousOnlyOperation:
+            return False
+        self._settled = True
+        return True
+
+    def _check_lag(self, policy: PrimaryReplica, max_lag: float) -> None:
+        """Ask the lag of the replicas whose check is due; move off this entry's if it lags."""
+        for alias in claim_lag_checks(policy.replicas, policy.lag_check_seconds):
+            if is_down(alias) or not connects(alias, policy):
+                continue
+            try:
+                check_lag(connection(alias), max_lag, PrimaryReplica)
+            except DatabaseError:
+                continue  # a failing query: its reads will say so
+        if self._replica in LAGGING:
+            self._replica = next(iter(policy._up()), None)  # noqa: SLF001 - its own policy's
+
+    def _caught_up(self, policy: PrimaryReplica, needs: Position) -> str | None:
+        """The replica chosen if it has replayed ``needs``, else another that has, else ``None``."""
+        chosen = self._replica
+        candidates = (chosen, *(a for a in policy._up() if a != chosen))  # noqa: SLF001 - its own policy's
+        for alias in candidates:
+            if alias is None:
+                continue
+            if reached(REPLAYED.get(alias), needs):
+                return alias
+            if not self._ask or is_down(alias) or not connects(alias, policy):
+                continue
+            try:
+                if reached(replayed(connection(alias)), needs):
+                    return alias
+            except DatabaseError:
+                continue
+        return None
 
     def read_reason(self, alias: str) -> str:  # noqa: PLR0911 - a reason per rule of read()
         """Say which rule of :meth:`read` sends a read to ``alias`` here, now.
@@ -304,8 +498,14 @@ class Entry:
         checks as :meth:`read`, in its order, without its side effects (it connects
         nothing, claims no retry). A test holds the two together.
         """
-        if alias == self._replica:
-            return "the replica chosen on entry"
+        needs = self._needs
+        if alias == self.replica:
+            if needs is None:
+                return "the replica chosen on entry"
+            return (
+                f"the replica chosen on entry, which has replayed {describe(REPLAYED.get(alias))}"
+                f" (this read needs {describe(needs)})"
+            )
         if alias != self._primary:
             return "another replica (the one chosen is down)"
         pins = get_pins()
@@ -315,9 +515,51 @@ class Entry:
             return "the primary, pinned after a write"
         if connection(alias).in_atomic_block:
             return "the primary, inside a transaction"
+        if self._held:
+            return self._held_reason()
         if self._replica is None:
+            if LAGGING:
+                return "the primary, every replica is down or lags past max_lag"
             return "the primary, every replica is down"
         return "the primary"
+
+    def _held_reason(self) -> str:
+        """Why reads held on the primary by the position they need go there."""
+        needs = self._needs
+        if needs is PRIMARY_ONLY:
+            return "the primary, pinned after a write (by time)"
+        seen = ", ".join(
+            f"{replica} at {describe(REPLAYED.get(replica))}" for replica in self._policy.replicas
+        )
+        return (
+            f"the primary, no replica has replayed the position this read needs "
+            f"({describe(needs)}; {seen})"
+        )
+
+
+def _check_pin(pin: object, max_lag: object, lag_check_seconds: object) -> None:
+    """Check PrimaryReplica's ``pin``, ``max_lag`` and ``lag_check_seconds``.
+
+    Raises:
+        UsageError: One is of the wrong type or value.
+    """
+    if pin not in ("position", "time"):
+        msg = f"PrimaryReplica(pin=...) must be 'position' or 'time', got {pin!r}."
+        raise UsageError(msg)
+    if max_lag is not None and not (_is_number(max_lag) and max_lag > 0):
+        msg = f"PrimaryReplica(max_lag=...) must be seconds > 0 or None, got {max_lag!r}."
+        raise UsageError(msg)
+    if not (_is_number(lag_check_seconds) and lag_check_seconds > 0):
+        msg = (
+            f"PrimaryReplica(lag_check_seconds=...) must be a number of seconds > 0, "
+            f"got {lag_check_seconds!r}."
+        )
+        raise UsageError(msg)
+
+
+def _is_number(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is an ``int`` or ``float`` (not a ``bool``)."""
+    return type(value) in (int, float)
 
 
 def _is_alias(value: object) -> TypeGuard[str]:

@@ -10,17 +10,32 @@ never ask the router (``.using()``, raw SQL). The request middleware uses
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
+
+from django.db import DatabaseError
 
 from dynroute import _switches, observe
 from dynroute.core import frames, may_write, statement_text
+from dynroute.replicas._health import connection
 from dynroute.replicas._pins import EVERY_PRIMARY, FORCED, PINS, USED_PRIMARY
-from dynroute.replicas._policy import PRIMARIES, Entry, PrimaryReplica
+from dynroute.replicas._policy import BY_POSITION, PRIMARIES, Entry, PrimaryReplica
+from dynroute.replicas._positions import NEEDS, PRIMARY_ONLY, Position, supports, written
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
-__all__ = ["current_entry", "entered", "leave", "note_statement", "read_primaries"]
+__all__ = [
+    "current_entry",
+    "entered",
+    "leave",
+    "note_statement",
+    "positions_to_carry",
+    "read_primaries",
+    "written_positions",
+]
+
+logger = logging.getLogger("dynroute")
 
 
 def entered() -> None:
@@ -85,3 +100,54 @@ def read_primaries() -> bool:
         return False
     PINS.set(pins | EVERY_PRIMARY)
     return True
+
+
+def written_positions(also: str | None = None) -> dict[str, Position]:
+    """Where each primary this code wrote to in the active blocks stands now: a query each.
+
+    The positions a client's next requests (the middleware's cookie) and the tasks
+    enqueued here (their headers) need. A primary without positions (no
+    ``pin="position"`` policy, a backend without them, a write in a transaction
+    not committed yet, a query that fails) gets :data:`PRIMARY_ONLY`: its reads go to
+    it, as a time pin does.
+
+    Args:
+        also: A primary to include though no write to it was seen here (the
+            middleware's, after an unsafe request).
+    """
+    pins = PINS.get()
+    primaries = set() if pins is None else set(pins - EVERY_PRIMARY)
+    if also is not None:
+        primaries.add(also)
+    positions: dict[str, Position] = {}
+    for alias in sorted(primaries):
+        wrapper = connection(alias)
+        position: Position = PRIMARY_ONLY
+        if alias in BY_POSITION and not wrapper.in_atomic_block:
+            try:
+                if supports(wrapper):
+                    position = written(wrapper)
+            except DatabaseError as error:
+                logger.warning(
+                    "dynroute: could not read the position of primary %r (%s): its reads are "
+                    "pinned to it instead",
+                    alias,
+                    type(error).__name__,
+                )
+        positions[alias] = position
+    return positions
+
+
+def positions_to_carry() -> dict[str, Position]:
+    """What this code's work carries to later work: the positions it needs and wrote.
+
+    For a task enqueued here: the positions the code was given (a client's cookie, the
+    task's own headers), then those of its writes in the active blocks (a query each).
+    Empty when there is nothing to carry.
+    """
+    needs = NEEDS.get()
+    carried: dict[str, Position] = {} if needs is None else dict(needs)
+    pins = PINS.get()
+    if pins is not None and not pins <= EVERY_PRIMARY:
+        carried.update(written_positions())
+    return carried
