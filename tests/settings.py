@@ -13,6 +13,9 @@ default), ``postgresql`` or ``mariadb``. The servers are the local ones CI provi
   ``DYNROUTE_PG_STANDBY_PORT`` (5433), started by ``tests/standby.py`` for
   ``tests/test_replica_standby.py``; it mirrors ``default``'s test database, and
   ``other_standby`` (the same standby server) mirrors ``other``'s.
+- ``gtid_primary`` and ``gtid_replica`` (MariaDB only): a primary and its GTID replica
+  of their own, started by ``tests/mariadb_pair.py`` for
+  ``tests/test_replica_positions.py``.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
             "PASSWORD": os.environ.get("DYNROUTE_MYSQL_PASSWORD", ""),
             "OPTIONS": {"charset": "utf8mb4"},
         }
-        return {
+        databases = {
             alias: {
                 **server,
                 "NAME": f"dynroute_{alias}",
@@ -95,6 +98,13 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
             }
             for alias in ALIASES
         }
+        # A MariaDB primary and its GTID replica of their own (tests/mariadb_pair.py
+        # starts them, on ports it chooses, for tests/test_replica_positions.py, which
+        # creates default's test database there): mirrors, so that the test framework
+        # creates nothing on servers not started yet.
+        for alias in ("gtid_primary", "gtid_replica") if STANDBY else ():
+            databases[alias] = {**server, "NAME": "dynroute_default", "TEST": {"MIRROR": "default"}}
+        return databases
     msg = f"DYNROUTE_TEST_DB must be sqlite, postgresql or mariadb, not {backend!r}"
     raise ValueError(msg)
 

@@ -44,7 +44,14 @@ pytestmark = pytest.mark.django_db(databases=DATABASES, transaction=True)
 
 MIDDLEWARE = "dynroute.middleware.PrimaryReplicaMiddleware"
 REPLICAS = ("replica1", "replica2")
-CONFIG: dict[str, Any] = {"primary": "default", "replicas": list(REPLICAS), "pin_seconds": 2}
+#: Pinned by time: the replicas of these tests are databases of their own, with no
+#: replication (tests/test_replica_standby.py pins by position on a real standby).
+CONFIG: dict[str, Any] = {
+    "primary": "default",
+    "replicas": list(REPLICAS),
+    "pin_seconds": 2,
+    "pin": "time",
+}
 COOKIE = "dynroute_pin"
 #: The row only each database has: where a query's rows came from.
 MARKERS = {"default": "on-primary", "replica1": "on-replica1", "replica2": "on-replica2"}
@@ -842,7 +849,8 @@ def test_unknown_keys_are_named_then_every_known_key_with_its_meaning():
     ]
     assert (
         entries[2]
-        == "pin_seconds: seconds a client reads from the primary after it wrote, pinned by time (default 2, and 0 sets no pin cookie)"
+        == "pin_seconds: seconds a client reads from the primary after it wrote, pinned by time "
+        "(default 2, and 0 sets no pin cookie)"
     )
 
 

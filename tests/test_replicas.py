@@ -35,6 +35,7 @@ from dynroute.exceptions import (
 from dynroute.replicas import (
     Entry,
     _policy,
+    _positions,
     describe_pins,
     get_pins,
     has_written,
@@ -844,3 +845,57 @@ def test_a_pin_survives_an_inner_block_left_inside_a_plain_block() -> None:
             Item.objects.create(name="deep")
         assert read_alias() == "default"
         assert visible("deep")
+
+
+# Positions (read-your-writes by position): their rules, without a server.
+
+
+def test_a_position_is_reached_only_by_a_replica_of_the_same_cluster_at_or_past_it() -> None:
+    """LSNs compare within one cluster; a replica of another (a re-clone, a new primary) never."""
+    needed = _positions.Lsn(7, 0x1D008158)
+    assert _positions.reached(_positions.Lsn(7, 0x1D008158), needed)
+    assert _positions.reached(_positions.Lsn(7, 0x1D008159), needed)
+    assert not _positions.reached(_positions.Lsn(7, 0x1D008157), needed)
+    assert not _positions.reached(_positions.Lsn(8, 0xFFFFFFFFFF), needed)
+    assert not _positions.reached(None, needed)
+    assert not _positions.reached(_positions.Lsn(7, 10**12), _positions.PRIMARY_ONLY)
+
+
+def test_gtids_are_reached_per_domain_by_sequence() -> None:
+    """Every domain of the needed GTIDs applied at or past its sequence, whatever the server id."""
+    needed = _positions.Gtids(((0, 1, 42), (1, 2, 7)))
+    assert _positions.reached(_positions.Gtids(((0, 3, 42), (1, 2, 9))), needed)
+    assert not _positions.reached(_positions.Gtids(((0, 1, 41), (1, 2, 9))), needed)
+    assert not _positions.reached(_positions.Gtids(((0, 1, 42),)), needed)  # domain 1 missing
+    assert not _positions.reached(_positions.Lsn(0, 10**9), needed)
+
+
+def test_positions_travel_as_text_and_anything_else_is_refused() -> None:
+    """pack/unpack round-trip; a malformed or foreign value reads as nothing, never raises."""
+    needs = {
+        "default": _positions.Lsn(7301234567890, 0x1D008158),
+        "tenant": _positions.Gtids(((0, 1, 42), (1, 2, 7))),
+        "sqlite": _positions.PRIMARY_ONLY,
+    }
+    packed = _positions.pack(needs)
+    assert set(packed) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert _positions.unpack(packed) == needs
+    assert _positions.unpack(packed)["sqlite"] is _positions.PRIMARY_ONLY  # type: ignore[index]  # just unpacked
+    for bad in ("", "!!", "e30", _positions.pack({}) + "x", 42, None, "W10"):
+        assert _positions.unpack(bad) in (None, {})
+    assert _positions.load("pg.zz.1") is None
+    assert _positions.load("gtid.0-1") is None
+    assert _positions.describe(_positions.Lsn(1, 0x1D008158)) == "0/1D008158"
+    assert _positions.describe(_positions.Gtids(((0, 1, 42),))) == "0-1-42"
+
+
+def test_a_block_needing_a_position_no_replica_is_known_to_have_reads_the_primary() -> None:
+    """PRIMARY_ONLY holds the reads of its primary's blocks there; other primaries' are free."""
+    with _positions.Needing({"default": _positions.PRIMARY_ONLY}):
+        with in_database(policy=replicas()):
+            assert Item.objects.all().db == "default"
+        with in_database(policy=PrimaryReplica("other", REPLICAS)):
+            assert Item.objects.all().db in REPLICAS  # another primary's need: not this one's
+    with in_database(policy=replicas()):
+        assert Item.objects.all().db in REPLICAS
+    assert _positions.NEEDS.get() is None

@@ -66,7 +66,6 @@ if TYPE_CHECKING:
     from django.db.models import Model
 
 __all__ = [
-    "BY_POSITION",
     "PRIMARIES",
     "Choose",
     "Entry",
@@ -98,20 +97,14 @@ _PAIRS: set[tuple[str, tuple[str, ...]]] = set()
 #: only to these).
 PRIMARIES: set[str] = set()
 
-#: The primaries of a PrimaryReplica with ``pin="position"``: a write to one is
-#: carried (in a cookie, a task's headers) as its position, where its backend has one.
-BY_POSITION: set[str] = set()
 
-
-def _register(primary: str, replicas: tuple[str, ...], pin: Pin) -> None:
+def _register(primary: str, replicas: tuple[str, ...]) -> None:
     """Note a PrimaryReplica's aliases in the registries above."""
     group = frozenset((primary, *replicas))
     for alias in group:
         _GROUPS[alias] = _GROUPS.get(alias, frozenset()) | group
     _PAIRS.add((primary, replicas))
     PRIMARIES.add(primary)
-    if pin == "position":
-        BY_POSITION.add(primary)
 
 
 def pairs() -> set[tuple[str, tuple[str, ...]]]:
@@ -218,7 +211,7 @@ class PrimaryReplica:
         self._choose = choose
         self._counter = itertools.count()
         self._checked = False
-        _register(primary, names, pin)
+        _register(primary, names)
 
     def __repr__(self) -> str:
         """Show the aliases and the options (never a setting of a database)."""
@@ -351,12 +344,12 @@ class Entry:
     ) -> None:
         self._policy = policy
         self._primary = policy.primary
-        self._replica = replica
         self._needs = needs
         self._ask = ask
         #: Whether the reads of this entry stay on the primary: no replica has
-        #: replayed the position they need.
+        #: replayed the position they need (then it has no replica).
         self._held = needs is PRIMARY_ONLY or (needs is not None and replica is None)
+        self._replica = None if self._held else replica
         # Nothing to ask at the first read: no position needed that the cache does
         # not show replayed, no lag check due.
         self._settled = (
@@ -375,7 +368,12 @@ class Entry:
     @property
     def replica(self) -> str | None:
         """The replica this entry reads (``None``: none up, or none has the position it needs)."""
-        return None if self._held else self._replica
+        return self._replica
+
+    @property
+    def pin_mode(self) -> Pin:
+        """How this entry's policy carries a write past the block (``pin``)."""
+        return self._policy.pin
 
     @property
     def needs(self) -> Position | None:
@@ -449,6 +447,7 @@ class Entry:
             if needs is not None and not self._held:
                 replica = self._caught_up(policy, needs)
                 if replica is None:
+                    self._replica = None  # before _held: a read in between finds no replica
                     self._held = True
                     if _switches.listening:
                         observe.reads_pinned.send_robust(

@@ -40,7 +40,7 @@ import logging
 import threading
 import time
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Final, NamedTuple, TypeAlias, final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias, final
 
 from django.db.backends.signals import connection_created
 
@@ -126,14 +126,16 @@ _LAG_LOCK = threading.Lock()
 
 _VENDORS: Final = frozenset({"postgresql", "mysql"})
 
-_PG_WRITTEN: Final = (
-    "SELECT pg_current_wal_insert_lsn()::text, system_identifier::text FROM pg_control_system()"
-)
+#: Each PostgreSQL server's ``system_identifier``, by alias: asked with its first
+#: position, forgotten when a connection to it is opened (it may be another server).
+_SYSTEMS: dict[str, int] = {}
+_PG_SYSTEM: Final = ", (SELECT system_identifier::text FROM pg_control_system())"
+_PG_WRITTEN: Final = "SELECT pg_current_wal_insert_lsn()::text"
 # A standby: what it replayed; a server not in recovery (a promoted standby, or a
 # "replica" alias that names a primary): what it wrote, which it has.
 _PG_REPLAYED: Final = (
     "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-    "ELSE pg_current_wal_lsn() END)::text, system_identifier::text FROM pg_control_system()"
+    "ELSE pg_current_wal_lsn() END)::text"
 )
 # Behind only while something received is not replayed: an idle primary leaves its
 # standby fully replayed, at lag 0, however old its last transaction.
@@ -156,9 +158,8 @@ def written(connection: BaseDatabaseWrapper) -> Position:
     """Return the primary's position now, in one query (past every committed write)."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(_PG_WRITTEN)
-            lsn, system = cursor.fetchone()
-            return Lsn(int(system), _lsn(lsn))
+            system, lsn = _pg_position(connection.alias, cursor, _PG_WRITTEN)
+            return Lsn(system, _lsn(lsn or "0/0"))
         cursor.execute("SELECT @@gtid_binlog_pos")
         return _gtids(cursor.fetchone()[0])
 
@@ -167,15 +168,26 @@ def replayed(connection: BaseDatabaseWrapper) -> Position:
     """Ask the replica what it has replayed, in one query; cache the answer."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(_PG_REPLAYED)
-            lsn, system = cursor.fetchone()
-            position: Position = Lsn(int(system), _lsn(lsn) if lsn else 0)
+            system, lsn = _pg_position(connection.alias, cursor, _PG_REPLAYED)
+            position: Position = Lsn(system, _lsn(lsn) if lsn else 0)
         else:
             # The applied GTIDs, whether replicated (gtid_slave_pos) or written there.
             cursor.execute("SELECT @@gtid_current_pos")
             position = _gtids(cursor.fetchone()[0])
     REPLAYED[connection.alias] = position
     return position
+
+
+def _pg_position(alias: str, cursor: Any, query: str) -> tuple[int, str | None]:  # noqa: ANN401 - a DB-API cursor
+    """Run ``query`` (a position); with the server's system identifier if not known yet."""
+    system = _SYSTEMS.get(alias)
+    if system is not None:
+        cursor.execute(query)
+        return system, cursor.fetchone()[0]
+    cursor.execute(query + _PG_SYSTEM)
+    lsn, identifier = cursor.fetchone()
+    _SYSTEMS[alias] = system = int(identifier)
+    return system, lsn
 
 
 def reached(replayed: Position | None, needed: Position) -> bool:
@@ -297,10 +309,12 @@ def forget(alias: str | None = None) -> None:
     with _LAG_LOCK:
         if alias is None:
             REPLAYED.clear()
+            _SYSTEMS.clear()
             LAGGING.clear()
             _NEXT_CHECK.clear()
         else:
             REPLAYED.pop(alias, None)
+            _SYSTEMS.pop(alias, None)
             LAGGING.pop(alias, None)
             _NEXT_CHECK.pop(alias, None)
 
@@ -308,6 +322,7 @@ def forget(alias: str | None = None) -> None:
 def _reconnected(*, connection: BaseDatabaseWrapper, **kwargs: object) -> None:  # noqa: ARG001 - a signal receiver
     """A connection was opened: what was cached of its server may be of a server gone since."""
     REPLAYED.pop(connection.alias, None)
+    _SYSTEMS.pop(connection.alias, None)
 
 
 connection_created.connect(_reconnected, dispatch_uid="dynroute.replicas._positions")

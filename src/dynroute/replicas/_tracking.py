@@ -19,7 +19,7 @@ from dynroute import _switches, observe
 from dynroute.core import frames, may_write, statement_text
 from dynroute.replicas._health import connection
 from dynroute.replicas._pins import EVERY_PRIMARY, FORCED, PINS, USED_PRIMARY
-from dynroute.replicas._policy import BY_POSITION, PRIMARIES, Entry, PrimaryReplica
+from dynroute.replicas._policy import PRIMARIES, Entry, PrimaryReplica
 from dynroute.replicas._positions import NEEDS, PRIMARY_ONLY, Position, supports, written
 
 if TYPE_CHECKING:
@@ -106,10 +106,11 @@ def written_positions(also: str | None = None) -> dict[str, Position]:
     """Where each primary this code wrote to in the active blocks stands now: a query each.
 
     The positions a client's next requests (the middleware's cookie) and the tasks
-    enqueued here (their headers) need. A primary without positions (no
-    ``pin="position"`` policy, a backend without them, a write in a transaction
-    not committed yet, a query that fails) gets :data:`PRIMARY_ONLY`: its reads go to
-    it, as a time pin does.
+    enqueued here (their headers) need. A primary without positions gets
+    :data:`PRIMARY_ONLY` (its reads go to it, as a time pin does): the innermost active
+    block on it has ``pin="time"``, its backend has none (SQLite), the write is in a
+    transaction not committed yet, or the query fails. A primary with no active block
+    here (a tenant's, whose block has exited) is carried by position.
 
     Args:
         also: A primary to include though no write to it was seen here (the
@@ -123,7 +124,7 @@ def written_positions(also: str | None = None) -> dict[str, Position]:
     for alias in sorted(primaries):
         wrapper = connection(alias)
         position: Position = PRIMARY_ONLY
-        if alias in BY_POSITION and not wrapper.in_atomic_block:
+        if _pin_mode(alias) == "position" and not wrapper.in_atomic_block:
             try:
                 if supports(wrapper):
                     position = written(wrapper)
@@ -136,6 +137,15 @@ def written_positions(also: str | None = None) -> dict[str, Position]:
                 )
         positions[alias] = position
     return positions
+
+
+def _pin_mode(primary: str) -> str:
+    """The ``pin`` of the innermost active block on ``primary``; ``"position"`` if none."""
+    for frame in frames():
+        ask = frame[3]
+        if type(ask) is Entry and ask.primary == primary:
+            return ask.pin_mode
+    return "position"
 
 
 def positions_to_carry() -> dict[str, Position]:
