@@ -899,3 +899,25 @@ def test_a_block_needing_a_position_no_replica_is_known_to_have_reads_the_primar
     with in_database(policy=replicas()):
         assert Item.objects.all().db in REPLICAS
     assert _positions.NEEDS.get() is None
+
+
+def test_the_panel_reason_names_the_position_a_read_needs_and_what_the_replica_replayed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """read_reason, which the routing panel shows, gives both positions, as the server says them."""
+    needed = _positions.Lsn(7, 0x1D008158)
+    monkeypatch.setitem(_positions.REPLAYED, "replica1", _positions.Lsn(7, 0x1D008160))
+    monkeypatch.setitem(_positions.REPLAYED, "replica2", _positions.Lsn(7, 0x1C000000))
+    policy = PrimaryReplica("default", ("replica1",))
+    caught_up = _policy.Entry(policy, "replica1", needed)
+    assert caught_up.read_reason("replica1") == (
+        "the replica chosen on entry, which has replayed 0/1D008160 (this read needs 0/1D008158)"
+    )
+    behind = _policy.Entry(PrimaryReplica("default", ("replica2",)), None, needed)
+    assert behind.read_reason("default") == (
+        "the primary, no replica has replayed the position this read needs "
+        "(0/1D008158; replica2 at 0/1C000000)"
+    )
+    by_time = _policy.Entry(policy, "replica1", _positions.PRIMARY_ONLY)
+    assert by_time.read_reason("default") == "the primary, pinned after a write (by time)"
+    assert by_time.replica is None

@@ -217,6 +217,14 @@ _EVENTS: Final[dict[signals.DynrouteSignal, tuple[str, Callable[[dict[str, Any]]
         "reads_pinned",
         lambda sent: f"reads go to {sent['primary']} (after a {sent['reason']})",
     ),
+    signals.replica_lagging: (
+        "replica_lagging",
+        lambda sent: f"{sent['alias']}: {sent['lag']:.1f} s behind, not chosen",
+    ),
+    signals.replica_caught_up: (
+        "replica_caught_up",
+        lambda sent: f"{sent['alias']}: {sent['lag']:.1f} s behind, chosen again",
+    ),
 }
 
 
