@@ -11,10 +11,14 @@ It creates ``bench/.venv-original`` with django-dynamic-db-router 0.3.0 from PyP
 ``bench/measure.py`` there, which loads dynroute from ``src/`` next to it and times
 both in one process, interleaved. For the primary/replica comparison it creates
 ``bench/.venv-multidb`` with django-multidb-router 0.11 from PyPI, the same Django,
-and dynroute installed editable, and runs ``bench/measure_replicas.py`` there. The
-full run repeats each in several processes and, where valgrind is installed, also
-counts instructions per operation (deterministic, unlike time on a shared machine).
-PostgreSQL figures need the server the test suite uses; without it they are left out.
+psycopg and dynroute installed editable, and runs ``bench/measure_replicas.py`` there,
+in two processes: the routing decisions on SQLite, then whole requests through each
+middleware on the PostgreSQL server and a streaming standby of it that the script
+starts (``tests/standby.py``, root or the ``postgres`` user) and removes. The full run
+repeats each in several processes and, where valgrind is installed, also counts
+instructions per operation (deterministic, unlike time on a shared machine) for the
+CPU-bound measures. PostgreSQL figures need the server the test suite uses; without it
+(or with ``--no-postgres``) they are left out.
 Each part rewrites its own section of BENCHMARKS.md and keeps the other.
 """
 
@@ -38,12 +42,13 @@ ROOT = BENCH.parent
 VENV = BENCH / ".venv-original"
 VENV_MULTIDB = BENCH / ".venv-multidb"
 MULTIDB = "django-multidb-router==0.11"
+PSYCOPG = "psycopg[binary]>=3.1"
 REQUIREMENTS = [
     "django-dynamic-db-router==0.3.0",
     "django>=4.2",
     "asgiref>=3.6",
     "typing-extensions>=4.12",
-    "psycopg[binary]>=3.1",
+    PSYCOPG,
 ]
 # measure/variant -> operations, for instruction counts
 COUNTED = {
@@ -59,16 +64,10 @@ COUNTED_VARIANTS = {
     "orm_sqlite": ["using", "dynroute", "original"],
     "write_hook": ["before", "hooked", "preventing"],
 }
-# the same for measure_replicas.py
-REQUESTS = ("request_get", "request_get_pinned", "request_get_pinned_new", "request_post")
-REQUEST_VARIANTS = [
-    f"{impl}_{kind}" for impl in ("dynroute", "multidb") for kind in ("none", "middleware")
-]
-COUNTED_REPLICAS = {
-    "replica_decision": 20000,
-    "replica_decision_pinned": 20000,
-    **dict.fromkeys(REQUESTS, 200),
-}
+# the same for measure_replicas.py (its requests run on PostgreSQL: timed, not counted)
+COUNTED_REPLICAS = {"replica_decision": 20000, "replica_decision_pinned": 20000}
+# measure_replicas.py's requests on PostgreSQL and a streaming standby
+REQUESTS = ("pg_get", "pg_post", "pg_get_after_post", "pg_get_caught_up")
 LABELS = {
     "enter_exit_read": "enter + exit a block, read-only (block built once)",
     "enter_exit_readwrite": "enter + exit a block, read-write (block built once)",
@@ -82,10 +81,10 @@ LABELS = {
     "runtime_pg": "PostgreSQL",
     "replica_decision": "`db_for_read` + `db_for_write`, reads on a replica",
     "replica_decision_pinned": "`db_for_read` + `db_for_write`, reads pinned to the primary",
-    "request_get": "GET, one read (no cookie)",
-    "request_get_pinned": "GET, one read, with the pin cookie",
-    "request_get_pinned_new": "GET, one read, with a pin cookie not seen before",
-    "request_post": "POST, one write (sets the pin cookie)",
+    "pg_get": "GET (fresh visitor, one read)",
+    "pg_post": "POST (fresh visitor, one write)",
+    "pg_get_after_post": "GET pinned right after POST",
+    "pg_get_caught_up": "GET with a pin whose replica has caught up",
 }
 
 
@@ -117,8 +116,9 @@ def ensure_venv(*, fresh: bool) -> None:
 def ensure_multidb_venv(*, fresh: bool) -> None:
     """Create the throwaway venv with django-multidb-router 0.11, if needed.
 
-    It gets the Django of ``bench/.venv-original`` and dynroute installed editable
-    (so it runs this checkout's ``src/``); pip runs only when one of them is missing.
+    It gets the Django of ``bench/.venv-original``, psycopg (the requests run on
+    PostgreSQL) and dynroute installed editable (so it runs this checkout's ``src/``);
+    pip runs only when one of them is missing.
     """
     if fresh and VENV_MULTIDB.exists():
         shutil.rmtree(VENV_MULTIDB)
@@ -134,7 +134,7 @@ def ensure_multidb_venv(*, fresh: bool) -> None:
         subprocess.run([sys.executable, "-m", "venv", str(VENV_MULTIDB)], check=True)
     wanted = f"{ROOT / 'src' / 'dynroute'} 0.11.0 {django}"
     probe = (
-        "import os, dynroute, multidb, django; "
+        "import os, dynroute, multidb, django, psycopg; "
         "print(os.path.dirname(dynroute.__file__), multidb.__version__, django.__version__)"
     )
     found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False)
@@ -150,6 +150,7 @@ def ensure_multidb_venv(*, fresh: bool) -> None:
             "--disable-pip-version-check",
             f"django=={django}",
             MULTIDB,
+            PSYCOPG,
             "-e",
             str(ROOT),
         ],
@@ -160,13 +161,34 @@ def ensure_multidb_venv(*, fresh: bool) -> None:
 def measure(*arguments: str, script: str = "measure.py", venv: Path = VENV) -> dict[str, Any]:
     done = subprocess.run(
         [str(venv_python(venv)), str(BENCH / script), *arguments],
-        check=True,
+        check=False,
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise subprocess.CalledProcessError(done.returncode, done.args, done.stdout, done.stderr)
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def measure_replicas(*arguments: str, postgres: bool) -> dict[str, Any]:
+    """One process of each part of measure_replicas.py (Django is set up once a process).
+
+    The decisions on SQLite, then (unless ``postgres`` is false) the requests on
+    PostgreSQL and a standby; one result of both.
+    """
+    run = measure(
+        *arguments, "--part", "decisions", script="measure_replicas.py", venv=VENV_MULTIDB
+    )
+    if postgres:
+        requests = measure(
+            *arguments, "--part", "requests", script="measure_replicas.py", venv=VENV_MULTIDB
+        )
+        run["meta"].update(requests["meta"])
+        run["results"].update(requests["results"])
+    return run
 
 
 def instructions(  # noqa: PLR0913 - one measurement's every knob, named
@@ -238,8 +260,7 @@ def count_instructions(*, original: bool, replicas: bool) -> dict[str, dict[str,
         jobs[f"base/{script}"] = ("replica_decision/dynroute", 0, script)
         per_measure.update(COUNTED_REPLICAS)
         for measure_name, n in COUNTED_REPLICAS.items():
-            variants = REQUEST_VARIANTS if measure_name in REQUESTS else ["dynroute", "multidb"]
-            for variant in variants:
+            for variant in ("dynroute", "multidb"):
                 jobs[f"{measure_name}/{variant}"] = (f"{measure_name}/{variant}", n, script)
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         totals = dict(
@@ -537,71 +558,125 @@ REPLICA_INTRO = {
         "dynroute's time over multidb's in the same round."
     ),
     "request": (
-        "One request through `django.test.Client` to a tiny view: GET `Item.objects."
-        "count()` (one read) or POST `Note.objects.create()` (one write), with the "
-        "library's router installed and `MIDDLEWARE` either empty or holding only the "
-        "library's middleware (`dynroute.middleware.PrimaryReplicaMiddleware` with "
-        '`DYNROUTE_PRIMARY_REPLICA = {"primary": "default", "replicas": ["replica1", '
-        '"replica2"], "pin_seconds": 3600}`; `multidb.middleware.PinningRouterMiddleware` '
-        "with `MULTIDB_PINNING_SECONDS = 3600`: a pin window longer than the run, so a "
-        "pin cookie stays valid). The **overhead** of a middleware is the request's time "
-        "with it minus without it, in the same round (median over rounds, quartiles in "
-        "brackets); the last column divides dynroute's median overhead by multidb's. "
-        "Each request comes from a fresh visitor (no cookie), except the pinned GET, "
-        "which carries the cookie a POST through that middleware set (and so does its "
-        "no-middleware baseline). What differs: dynroute's GET enters a block and reads "
-        "the replica chosen for it (without middleware its router leaves the read on "
-        "`default`); its pinned GET checks the cookie's age, and its signature (HMAC) "
-        "the first time the process sees that cookie: the row *not seen before* makes "
-        "every request a first time; then it reads the primary. Its POST reads the "
-        "primary and sets a signed cookie. "
-        "multidb's router sends reads to a replica with or without its middleware; its "
-        "middleware only checks that its cookie is present (unsigned: any client can pin "
-        "itself), pins the thread for that GET and for a POST, and sets a plain cookie "
-        "after a POST. CPU time per request; SQLite with `PRAGMA synchronous = OFF` so "
-        "that a POST's commit does not wait for the disk."
+        "One request through `django.test.Client`, with only the library's middleware in "
+        "`MIDDLEWARE` and its router installed, on the real PostgreSQL server as `default` "
+        "(the primary) and, as `replica1`, a streaming standby of it that the run starts "
+        "(`tests/standby.py`: a base backup with its own replication slot) and removes "
+        "when it ends; both on a database the run creates on the primary, "
+        "`dynroute_bench_replicas`, dropped at the end. dynroute: "
+        "`dynroute.middleware.PrimaryReplicaMiddleware` with `DYNROUTE_PRIMARY_REPLICA = "
+        "{setting}`; multidb: `multidb.middleware.PinningRouterMiddleware` with "
+        '`multidb.PinningReplicaRouter`, `REPLICA_DATABASES = ["replica1"]` and '
+        "`MULTIDB_PINNING_SECONDS = {pin}`. The view reads `Item.objects.count()` (GET) "
+        "or saves one `Note` (POST). **GET**: a fresh visitor (no cookie). **POST**: a "
+        "fresh visitor. **GET pinned right after POST**: a fresh visitor POSTs (not "
+        "timed), then at once GETs with the cookies that POST got. **GET with a pin whose "
+        "replica has caught up**: the same, except that between the two the run waits "
+        "(not timed) until the standby has replayed up to the primary's "
+        "`pg_current_wal_insert_lsn()` read just after the POST (polling "
+        "`pg_last_wal_replay_lsn()` on the standby); multidb pins by time, so its GET "
+        "reads the primary for its whole pin window, caught up or not. Wall-clock time of "
+        "the whole request (client, handler, middleware, view and the database round "
+        "trips): each round times {n} requests of each library, one library after the "
+        "other, the order rotating; the median over {rounds} rounds{processes} of a "
+        "round's mean (quartiles over rounds in brackets); the ratio is the median over "
+        "rounds of dynroute's time over multidb's in the same round. Both libraries keep "
+        "their connections across requests: `CONN_MAX_AGE = {conn_max_age}` on both "
+        "aliases, and `django.test.Client` keeps `close_old_connections` off "
+        "`request_started` and `request_finished`. An execute wrapper on both "
+        "connections (the same for both libraries, inside the timing) notes which "
+        "server answered the view's query and which queries the library made itself."
     ),
 }
 
+#: What the output calls each alias of the PostgreSQL part.
+ROLES = {"default": "primary", "replica1": "standby"}
 
-def overhead(
-    runs: list[dict[str, Any]], measure_name: str, impl: str
-) -> tuple[float, float, float]:
-    """Median and quartiles over rounds of (with middleware - without), paired by round."""
-    values = [
-        with_it - without
-        for run in runs
-        for with_it, without in zip(
-            run["results"][measure_name]["variants"][f"{impl}_middleware"]["samples_ns"],
-            run["results"][measure_name]["variants"][f"{impl}_none"]["samples_ns"],
-            strict=True,
-        )
+
+def role(alias: str) -> str:
+    return ROLES.get(alias, alias)
+
+
+def reads_cell(runs: list[dict[str, Any]], measure_name: str, impl: str) -> str:
+    """Where the view's query of the timed requests went, added up over processes."""
+    total: dict[str, int] = {}
+    for run in runs:
+        for alias, count in run["results"][measure_name]["variants"][impl]["reads"].items():
+            total[alias] = total.get(alias, 0) + count
+    requests = sum(total.values())
+    if len(total) == 1:
+        return f"{role(next(iter(total)))}, {requests:,} of {requests:,}"
+    parts = ", ".join(f"{role(alias)} {count:,}" for alias, count in sorted(total.items()))
+    return f"{parts} (of {requests:,})"
+
+
+def library_cell(runs: list[dict[str, Any]], measure_name: str, impl: str) -> str:
+    """The library's own queries per request, by server, averaged over processes."""
+    per_alias: dict[str, list[float]] = {}
+    for run in runs:
+        queries = run["results"][measure_name]["variants"][impl]["library_queries"]
+        for alias in ROLES:
+            per_alias.setdefault(alias, []).append(queries.get(alias, 0.0))
+    cells = [
+        f"{role(alias)} {statistics.fmean(values):.2f}"
+        for alias, values in per_alias.items()
+        if any(values)
     ]
-    if len(values) == 1:
-        return values[0], values[0], values[0]
-    q1, median, q3 = statistics.quantiles(values, n=4)
-    return median, q1, q3
+    return ", ".join(cells) or "none"
 
 
-def signed_duration(ns: float) -> str:
-    return f"-{duration(-ns)}" if ns < 0 else duration(ns)
+def request_notes(runs: list[dict[str, Any]]) -> list[str]:
+    """Connections kept, the standby's replay delay, the libraries' own queries."""
+    lines = []
+    per_process = []
+    for run in runs:
+        pids: dict[str, set[int]] = {}
+        for name in REQUESTS:
+            for entry in run["results"][name]["variants"].values():
+                for alias, found in entry["pids"].items():
+                    pids.setdefault(alias, set()).update(found)
+        per_process.append({alias: len(found) for alias, found in pids.items()})
+    at_end = [run["meta"]["sessions_at_end"] for run in runs]
+    if all(counts.get(alias) == 1 for counts in per_process + at_end for alias in ROLES):
+        lines.append(
+            "- Connections kept: in each measuring process, every query of the timed "
+            "requests, both libraries', ran on one connection to the primary and one to "
+            "the standby (one backend PID each), the database's only sessions at the end."
+        )
+    else:
 
+        def listed(counts: list[dict[str, int]]) -> str:
+            return ", ".join(
+                f"{role(alias)} {'/'.join(str(c.get(alias, 0)) for c in counts)}" for alias in ROLES
+            )
 
-def overhead_text(value: tuple[float, float, float]) -> str:
-    median, q1, q3 = value
-    return f"{signed_duration(median)} ({signed_duration(q1)} to {signed_duration(q3)})"
-
-
-def overhead_ratio(runs: list[dict[str, Any]], measure_name: str) -> float | None:
-    """Return dynroute's median overhead over multidb's (None if multidb's is not above 0)."""
-    theirs = overhead(runs, measure_name, "multidb")[0]
-    if theirs <= 0:
-        return None
-    return overhead(runs, measure_name, "dynroute")[0] / theirs
-
-
-def ratio_cell(ratio: float | None) -> str:
-    return "n/a (multidb's overhead ≤ 0: noise)" if ratio is None else f"**{ratio:.2f}x**"
+        lines.append(
+            "- Connections NOT kept as one per server: backend PIDs that ran the timed "
+            f"requests' queries, per measuring process: {listed(per_process)}; sessions "
+            f"on the database at the end: {listed(at_end)}."
+        )
+    waits = [
+        entry["replay_wait_ns"]
+        for run in runs
+        for entry in run["results"]["pg_get_caught_up"]["variants"].values()
+        if entry["replay_wait_ns"] is not None
+    ]
+    if waits:
+        lines.append(
+            f"- The standby had replayed a POST {duration(statistics.median(waits))} "
+            "(median) after the POST returned: the wait before the caught-up GET, not "
+            "timed (it includes the query for the primary's position)."
+        )
+    for impl in ("dynroute", "multidb"):
+        queries = {
+            sql: None
+            for run in runs
+            for name in REQUESTS
+            for sql in run["results"][name]["variants"][impl]["library_sql"]
+        }
+        shown = "; ".join(f"`{sql}`" for sql in queries) if queries else "none"
+        lines.append(f"- {impl}'s own queries (through Django's cursors): {shown}.")
+    return lines
 
 
 def replica_tables(runs: list[dict[str, Any]], counts: dict[str, dict[str, float]]) -> list[str]:
@@ -637,84 +712,48 @@ def replica_tables(runs: list[dict[str, Any]], counts: dict[str, dict[str, float
                 f"**{c['dynroute'] / c['multidb']:.2f}x**"
             )
             lines.append(f"| {LABELS[name]} | {cells} |")
+    lines += ["", "#### A request through each middleware, on PostgreSQL and a standby", ""]
+    if not all(name in results for name in REQUESTS):
+        reason = runs[0]["meta"].get("postgresql_skipped", "left out (`--no-postgres`)")
+        return [*lines, f"Not measured: {reason}."]
+    meta, first = runs[0]["meta"], results[REQUESTS[0]]
+    setting = json.dumps(meta["dynroute_setting"])
     lines += [
-        "",
-        "#### A request through each middleware",
-        "",
-        REPLICA_INTRO["request"],
+        REPLICA_INTRO["request"].format(
+            setting=setting,
+            pin=meta["pin_seconds"],
+            n=first["operations"],
+            rounds=first["rounds"],
+            processes=f" of each of {len(runs)} processes" if len(runs) > 1 else "",
+            conn_max_age=meta["conn_max_age"],
+        ),
         "",
         (
-            "| request | dynroute: no middleware | with it | overhead | multidb: no "
-            "middleware | with it | overhead | overhead dynroute / multidb |"
+            "| request | multidb 0.11 | dynroute | dynroute / multidb | the view's query: "
+            "multidb | dynroute | the library's own queries per request: multidb | dynroute |"
         ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in REQUESTS:
         variants = results[name]["variants"]
         cells = [
-            cell
-            for impl in ("dynroute", "multidb")
-            for cell in (
-                duration(variants[f"{impl}_none"]["median_ns"]),
-                duration(variants[f"{impl}_middleware"]["median_ns"]),
-                overhead_text(overhead(runs, name, impl)),
-            )
+            spread(variants["multidb"]),
+            spread(variants["dynroute"]),
+            ratio_text(paired(runs, name, "dynroute", "multidb"), 3),
+            reads_cell(runs, name, "multidb"),
+            reads_cell(runs, name, "dynroute"),
+            library_cell(runs, name, "multidb"),
+            library_cell(runs, name, "dynroute"),
         ]
-        lines.append(
-            f"| {LABELS[name]} | {' | '.join(cells)} | {ratio_cell(overhead_ratio(runs, name))} |"
-        )
-    lines += [
-        "",
-        (
-            "The whole request with each middleware, dynroute's time over multidb's in the "
-            "same round (each with its own router): "
-            + "; ".join(
-                f"{LABELS[name].split(',')[0]}"
-                f"{' pinned' if 'pinned' in name else ''}"
-                f"{' (new cookie)' if name.endswith('_new') else ''} "
-                + ratio_text(paired(runs, name, "dynroute_middleware", "multidb_middleware"), 3)
-                for name in REQUESTS
-            )
-            + "."
-        ),
-    ]
-    if all(name in counts for name in REQUESTS):
-        lines += [
-            "",
-            "Instructions per request (valgrind callgrind, `PYTHONHASHSEED=0`):",
-            "",
-            (
-                "| request | dynroute: no middleware | with it | overhead | multidb: no "
-                "middleware | with it | overhead | overhead dynroute / multidb |"
-            ),
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for name in REQUESTS:
-            c = counts[name]
-            cells = [
-                f"{value:,.0f}"
-                for impl in ("dynroute", "multidb")
-                for value in (
-                    c[f"{impl}_none"],
-                    c[f"{impl}_middleware"],
-                    c[f"{impl}_middleware"] - c[f"{impl}_none"],
-                )
-            ]
-            ratio = (c["dynroute_middleware"] - c["dynroute_none"]) / (
-                c["multidb_middleware"] - c["multidb_none"]
-            )
-            lines.append(f"| {LABELS[name]} | {' | '.join(cells)} | **{ratio:.2f}x** |")
-    return lines
+        lines.append(f"| {LABELS[name]} | {' | '.join(cells)} |")
+    return [*lines, "", *request_notes(runs)]
 
 
 def replica_verdicts(runs: list[dict[str, Any]], counts: dict[str, dict[str, float]]) -> list[str]:
     """The goals against django-multidb-router 0.11, each with its figure."""
     lines: list[str] = []
 
-    def check(goal: str, value: float | None, limit: float = 1.0) -> None:
-        if value is None:
-            lines.append(f"- {goal}: not measured (multidb's overhead ≤ 0: noise)")
-            return
+    def check(goal: str, value: float, limit: float = 1.0) -> None:
         status = "met" if value <= limit else "NOT MET"
         lines.append(f"- {goal}: {value:.3f}x, {status} (goal ≤ {limit}x)")
 
@@ -724,24 +763,32 @@ def replica_verdicts(runs: list[dict[str, Any]], counts: dict[str, dict[str, flo
         if name in counts:
             c = counts[name]
             check(f"{label}, instructions", c["dynroute"] / c["multidb"])
+    results = runs[0]["results"]
     for name in REQUESTS:
-        label = f"middleware overhead, {LABELS[name]}, dynroute / multidb"
-        check(f"{label}, time", overhead_ratio(runs, name))
-        if name in counts:
-            c = counts[name]
-            ratio = (c["dynroute_middleware"] - c["dynroute_none"]) / (
-                c["multidb_middleware"] - c["multidb_none"]
-            )
-            check(f"{label}, instructions", ratio)
-    wrong = [
-        f"{name}/{variant} (answered {entry['answer']!r})"
-        for name, result in runs[0]["results"].items()
-        for variant, entry in result["variants"].items()
-        if not entry["right_database"]
-    ]
-    if wrong:
-        lines.append(f"- routed to the wrong database: {', '.join(wrong)}")
+        if name in results:
+            label = f"whole request on PostgreSQL, {LABELS[name]}, dynroute / multidb, time"
+            check(label, paired(runs, name, "dynroute", "multidb")[0])
+    lines.extend(f"- routed to the wrong database: {text}" for text in wrong_databases(runs))
     return lines
+
+
+def wrong_databases(runs: list[dict[str, Any]]) -> list[str]:
+    """Each variant that read or wrote elsewhere than expected, once, with where it went."""
+    wrong = []
+    for run in runs:
+        for name, result in run["results"].items():
+            for variant, entry in result["variants"].items():
+                if entry["right_database"]:
+                    continue
+                if name in REQUESTS:
+                    expected = " or ".join(role(alias) for alias in entry["expected"])
+                    wrong.append(
+                        f"{LABELS[name]}, {variant}: the view's query went to "
+                        f"{reads_cell([run], name, variant)}; expected: {expected}"
+                    )
+                else:
+                    wrong.append(f"{name}/{variant} (answered {entry['answer']!r})")
+    return list(dict.fromkeys(wrong))
 
 
 def machine() -> str:
@@ -818,7 +865,7 @@ def main() -> int:
         if original:
             runs.append(measure(*quick, *extra))
         if replicas:
-            replica_runs.append(measure(*quick, script="measure_replicas.py", venv=VENV_MULTIDB))
+            replica_runs.append(measure_replicas(*quick, postgres=not arguments.no_postgres))
     counts: dict[str, dict[str, float]] = {}
     if not arguments.quick and not arguments.no_instructions and shutil.which("valgrind"):
         print("counting instructions with valgrind (a few minutes) ...")
@@ -835,6 +882,12 @@ def main() -> int:
         header = [
             f"Command: `{command}` ({scope}), run {now:%Y-%m-%d %H:%M} UTC.",
             f"Python {meta['python']}, Django {meta['django']}, {meta['multidb']}; {machine()}.",
+            (
+                f"PostgreSQL {meta['postgresql']} on the same machine and a streaming standby "
+                f"of it started by the run; psycopg {meta['psycopg']}."
+                if "postgresql" in meta
+                else "PostgreSQL: not measured."
+            ),
         ]
         replica_text = "\n".join(
             [
