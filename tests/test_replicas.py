@@ -906,8 +906,11 @@ def test_the_panel_reason_names_the_position_a_read_needs_and_what_the_replica_r
 ) -> None:
     """read_reason, which the routing panel shows, gives both positions, as the server says them."""
     needed = _positions.Lsn(7, 0x1D008158)
-    monkeypatch.setitem(_positions.REPLAYED, "replica1", _positions.Lsn(7, 0x1D008160))
-    monkeypatch.setitem(_positions.REPLAYED, "replica2", _positions.Lsn(7, 0x1C000000))
+    replayed = {
+        "replica1": _positions.Lsn(7, 0x1D008160),
+        "replica2": _positions.Lsn(7, 0x1C000000),
+    }
+    monkeypatch.setattr(_policy, "replayed_here", replayed.get)
     policy = PrimaryReplica("default", ("replica1",))
     caught_up = _policy.Entry(policy, "replica1", needed)
     assert caught_up.read_reason("replica1") == (

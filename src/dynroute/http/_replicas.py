@@ -38,7 +38,7 @@ from dynroute.replicas import (
     pack,
     reached,
     read_primaries,
-    replayed_positions,
+    replayed_here,
     unpack,
     use_primary,
     used_primary,
@@ -377,8 +377,7 @@ class PrimaryReplicaMiddleware:
         if set(needs) != {policy.primary}:
             return False  # positions of other primaries: their replicas are not known here
         needed = needs[policy.primary]
-        seen = replayed_positions()
-        return all(reached(seen.get(replica), needed) for replica in policy.replicas)
+        return all(reached(replayed_here(replica), needed) for replica in policy.replicas)
 
     def _stream_inside(self, response: HttpResponseBase, *, primary: bool) -> None:
         """Make a streaming response's iteration run in this request's block and replica."""

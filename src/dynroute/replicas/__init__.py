@@ -23,7 +23,15 @@ from dynroute.replicas._pins import (
     use_primary,
     used_primary,
 )
-from dynroute.replicas._policy import Choose, Entry, Pin, PrimaryReplica, groups, pairs
+from dynroute.replicas._policy import (
+    Choose,
+    Entry,
+    Pin,
+    PrimaryReplica,
+    groups,
+    pairs,
+    replayed_here,
+)
 from dynroute.replicas._positions import (
     PRIMARY_ONLY,
     Needing,
@@ -33,7 +41,6 @@ from dynroute.replicas._positions import (
     lagging,
     pack,
     reached,
-    replayed_positions,
     unpack,
 )
 from dynroute.replicas._positions import forget as forget_positions
@@ -75,7 +82,7 @@ __all__ = [
     "positions_to_carry",
     "reached",
     "read_primaries",
-    "replayed_positions",
+    "replayed_here",
     "unpack",
     "use_primary",
     "used_primary",

@@ -50,11 +50,11 @@ from dynroute.replicas._positions import (
     LAGGING,
     NEEDS,
     PRIMARY_ONLY,
-    REPLAYED,
     Position,
     check_lag,
     claim_lag_checks,
     describe,
+    known,
     lag_due,
     reached,
     replayed,
@@ -73,6 +73,7 @@ __all__ = [
     "PrimaryReplica",
     "groups",
     "pairs",
+    "replayed_here",
 ]
 
 #: How a block picks its replica: by name, or a function of the replicas that are up.
@@ -288,11 +289,11 @@ class PrimaryReplica:
         if (
             needed is not None
             and replica is not None
-            and not reached(REPLAYED.get(replica), needed)
+            and not reached(replayed_here(replica), needed)
         ):
             # Another replica known (cached) to have replayed it, if there is one.
             replica = next(
-                (alias for alias in self._up() if reached(REPLAYED.get(alias), needed)), replica
+                (alias for alias in self._up() if reached(replayed_here(alias), needed)), replica
             )
         return Entry(self, replica, needed, ask=ask)
 
@@ -353,7 +354,7 @@ class Entry:
         # Nothing to ask at the first read: no position needed that the cache does
         # not show replayed, no lag check due.
         self._settled = (
-            needs is None or self._held or reached(REPLAYED.get(replica or ""), needs)
+            needs is None or self._held or reached(replayed_here(replica), needs)
         ) and (policy.max_lag is None or not lag_due(policy.replicas))
         self.pin = policy.pin_after_write
 
@@ -479,7 +480,7 @@ class Entry:
         for alias in candidates:
             if alias is None:
                 continue
-            if reached(REPLAYED.get(alias), needs):
+            if reached(replayed_here(alias), needs):
                 return alias
             if not self._ask or is_down(alias) or not connects(alias, policy):
                 continue
@@ -502,7 +503,7 @@ class Entry:
             if needs is None:
                 return "the replica chosen on entry"
             return (
-                f"the replica chosen on entry, which has replayed {describe(REPLAYED.get(alias))}"
+                f"the replica chosen on entry, which has replayed {describe(replayed_here(alias))}"
                 f" (this read needs {describe(needs)})"
             )
         if alias != self._primary:
@@ -528,12 +529,17 @@ class Entry:
         if needs is PRIMARY_ONLY:
             return "the primary, pinned after a write (by time)"
         seen = ", ".join(
-            f"{replica} at {describe(REPLAYED.get(replica))}" for replica in self._policy.replicas
+            f"{replica} at {describe(replayed_here(replica))}" for replica in self._policy.replicas
         )
         return (
             f"the primary, no replica has replayed the position this read needs "
             f"({describe(needs)}; {seen})"
         )
+
+
+def replayed_here(alias: str | None) -> Position | None:
+    """What replica ``alias`` had replayed when last asked on this thread's connection to it."""
+    return None if alias is None else known(connection(alias))
 
 
 def _check_pin(pin: object, max_lag: object, lag_check_seconds: object) -> None:

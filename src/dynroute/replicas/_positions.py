@@ -10,17 +10,19 @@ middleware from its cookie and by the Celery integration from a task's headers) 
 a replica only once *that* replica has replayed it (:func:`reached`), else to the
 primary.
 
-What each replica has replayed is cached per process (:data:`REPLAYED`): positions
-only move forward, so a cached one that already covers what a read needs settles it
-with no query; one that is behind is asked again, once per entry of a block.
+What a replica has replayed is cached with the connection it was read on
+(:func:`known`): positions only move forward, so a cached one that already covers
+what a read needs settles it with no query; one that is behind is asked again, once
+per entry of a block. Per connection, not per alias: an alias may reach several
+servers (a proxy in front of replicas, a DNS name moved in a failover), and what one
+of them replayed says nothing of another; a new connection starts with nothing.
 
 Failover and re-cloned replicas: a PostgreSQL position carries its cluster's
 ``system_identifier``; a replica of another cluster (a new primary built from
 scratch, a replica re-cloned from it) never covers it, so those reads go to the
-primary. A replica whose connection is opened anew (a restart, which a re-clone or a
-restore implies) loses its cached position (``connection_created``), so a cache
-never outlives the server it was read from. A replica that answers with a position
-behind its cached one is believed (the cache is replaced, not kept at its maximum).
+primary. A cached position never outlives the connection it was read on, so never
+the server (a restart, which a re-clone or a restore implies, breaks it); an answer
+behind the cached one is believed (the cache is replaced, not kept at its maximum).
 On MariaDB, GTIDs are compared per replication domain by sequence number, which
 ``gtid_strict_mode`` keeps increasing across a failover.
 
@@ -42,8 +44,6 @@ import time
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias, final
 
-from django.db.backends.signals import connection_created
-
 from dynroute import _switches, observe
 
 if TYPE_CHECKING:
@@ -55,7 +55,6 @@ __all__ = [
     "LAGGING",
     "NEEDS",
     "PRIMARY_ONLY",
-    "REPLAYED",
     "Gtids",
     "Lsn",
     "Needing",
@@ -66,13 +65,13 @@ __all__ = [
     "describe",
     "dump",
     "forget",
+    "known",
     "lag_due",
     "lagging",
     "load",
     "pack",
     "reached",
     "replayed",
-    "replayed_positions",
     "supports",
     "unpack",
     "written",
@@ -114,8 +113,12 @@ Needs: TypeAlias = "Mapping[str, Position]"
 #: run; read when a PrimaryReplica block is entered. ``None``: nothing.
 NEEDS: ContextVar[Needs | None] = ContextVar("dynroute_needs", default=None)
 
-#: What each replica has replayed, as last asked in this process, by alias.
-REPLAYED: dict[str, Position] = {}
+#: The attribute of a Django connection object holding what was read on its current
+#: DB-API connection: ``(generation, that connection, system identifier, replayed)``.
+_SEEN: Final = "_dynroute_positions"
+_Seen: TypeAlias = "tuple[int, object, int | None, Position | None]"  # noqa: PYI047 - in annotations
+#: Bumped by :func:`forget`: what was cached before is ignored.
+_generation = 0
 
 #: Replicas found lagging past their policy's ``max_lag``: alias -> its lag (seconds,
 #: ``inf`` when replication is stopped with transactions waiting).
@@ -126,9 +129,7 @@ _LAG_LOCK = threading.Lock()
 
 _VENDORS: Final = frozenset({"postgresql", "mysql"})
 
-#: Each PostgreSQL server's ``system_identifier``, by alias: asked with its first
-#: position, forgotten when a connection to it is opened (it may be another server).
-_SYSTEMS: dict[str, int] = {}
+# A server's system_identifier is asked with the first position read on a connection.
 _PG_SYSTEM: Final = ", (SELECT system_identifier::text FROM pg_control_system())"
 _PG_WRITTEN: Final = "SELECT pg_current_wal_insert_lsn()::text"
 # A standby: what it replayed; a server not in recovery (a promoted standby, or a
@@ -158,35 +159,64 @@ def written(connection: BaseDatabaseWrapper) -> Position:
     """Return the primary's position now, in one query (past every committed write)."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            system, lsn = _pg_position(connection.alias, cursor, _PG_WRITTEN)
+            system, lsn = _pg_position(connection, cursor, _PG_WRITTEN)
             return Lsn(system, _lsn(lsn or "0/0"))
         cursor.execute("SELECT @@gtid_binlog_pos")
         return _gtids(cursor.fetchone()[0])
 
 
 def replayed(connection: BaseDatabaseWrapper) -> Position:
-    """Ask the replica what it has replayed, in one query; cache the answer."""
+    """Ask the replica what it has replayed, in one query; cache it with the connection."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            system, lsn = _pg_position(connection.alias, cursor, _PG_REPLAYED)
+            system, lsn = _pg_position(connection, cursor, _PG_REPLAYED)
             position: Position = Lsn(system, _lsn(lsn) if lsn else 0)
+            _remember(connection, system, position)
         else:
             # The applied GTIDs, whether replicated (gtid_slave_pos) or written there.
             cursor.execute("SELECT @@gtid_current_pos")
             position = _gtids(cursor.fetchone()[0])
-    REPLAYED[connection.alias] = position
+            _remember(connection, None, position)
     return position
 
 
-def _pg_position(alias: str, cursor: Any, query: str) -> tuple[int, str | None]:  # noqa: ANN401 - a DB-API cursor
+def known(connection: BaseDatabaseWrapper) -> Position | None:
+    """What the replica behind ``connection`` had replayed when last asked on it, if it was."""
+    seen = _seen(connection)
+    return None if seen is None else seen[3]
+
+
+def _seen(
+    connection: BaseDatabaseWrapper,
+) -> tuple[int, object, int | None, Position | None] | None:
+    """What was read on ``connection``'s current DB-API connection, if anything."""
+    seen: tuple[int, object, int | None, Position | None] | None = connection.__dict__.get(_SEEN)
+    raw = connection.connection
+    if seen is None or raw is None or seen[1] is not raw or seen[0] != _generation:
+        return None
+    return seen
+
+
+def _remember(
+    connection: BaseDatabaseWrapper, system: int | None, position: Position | None
+) -> None:
+    connection.__dict__[_SEEN] = (_generation, connection.connection, system, position)
+
+
+def _pg_position(
+    connection: BaseDatabaseWrapper,
+    cursor: Any,  # noqa: ANN401 - a DB-API cursor
+    query: str,
+) -> tuple[int, str | None]:
     """Run ``query`` (a position); with the server's system identifier if not known yet."""
-    system = _SYSTEMS.get(alias)
-    if system is not None:
+    seen = _seen(connection)
+    if seen is not None and seen[2] is not None:
         cursor.execute(query)
-        return system, cursor.fetchone()[0]
+        return seen[2], cursor.fetchone()[0]
     cursor.execute(query + _PG_SYSTEM)
     lsn, identifier = cursor.fetchone()
-    _SYSTEMS[alias] = system = int(identifier)
+    system = int(identifier)
+    _remember(connection, system, None if seen is None else seen[3])
     return system, lsn
 
 
@@ -304,36 +334,16 @@ def _gtids(text: str | None) -> Gtids:
     return Gtids(tuple(sorted(seqs)))
 
 
-def forget(alias: str | None = None) -> None:
-    """Forget what ``alias`` (or every replica) replayed and its lag; for tests and operators."""
+def forget() -> None:
+    """Forget every position cached and every replica's lag; for tests and operators."""
+    global _generation  # noqa: PLW0603 - read by _seen
     with _LAG_LOCK:
-        if alias is None:
-            REPLAYED.clear()
-            _SYSTEMS.clear()
-            LAGGING.clear()
-            _NEXT_CHECK.clear()
-        else:
-            REPLAYED.pop(alias, None)
-            _SYSTEMS.pop(alias, None)
-            LAGGING.pop(alias, None)
-            _NEXT_CHECK.pop(alias, None)
-
-
-def _reconnected(*, connection: BaseDatabaseWrapper, **kwargs: object) -> None:  # noqa: ARG001 - a signal receiver
-    """A connection was opened: what was cached of its server may be of a server gone since."""
-    REPLAYED.pop(connection.alias, None)
-    _SYSTEMS.pop(connection.alias, None)
-
-
-connection_created.connect(_reconnected, dispatch_uid="dynroute.replicas._positions")
+        _generation += 1
+        LAGGING.clear()
+        _NEXT_CHECK.clear()
 
 
 # Lag.
-
-
-def replayed_positions() -> Mapping[str, Position]:
-    """What each replica had replayed when last asked in this process, by alias."""
-    return REPLAYED
 
 
 def lagging() -> Mapping[str, float]:
