@@ -13,6 +13,7 @@ can fail. With ``CI=true`` a server that cannot start fails the run.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from django.core.management import call_command
 from django.db import connections
-from django.test import override_settings
+from django.test import modify_settings, override_settings
 
 from dynroute import PrimaryReplica, in_database
 from dynroute.replicas import forget_positions, lagging
@@ -296,3 +297,63 @@ def _first_read_on(alias: str, policy: PrimaryReplica, within: float = 5.0) -> f
         assert time.monotonic() - start < within, f"reads never went to {alias}"
         time.sleep(0.02)
     return time.monotonic() - start
+
+
+# A Celery task enqueued after a write (dynroute.contrib.celery), on a real worker.
+
+
+@pytest.fixture(scope="module")
+def celery_app() -> Iterator[Any]:
+    """A Celery app on the in-memory broker, its worker in a thread, with one task."""
+    from celery import Celery  # noqa: PLC0415 - a test dependency, imported where used
+
+    from tests.test_celery_pins import serving  # noqa: PLC0415 - the worker's set-up
+
+    app = Celery(f"dynroute-positions-{os.getpid()}", set_as_current=False)
+    app.conf.update(
+        broker_url="memory://",
+        result_backend="cache+memory://",
+        task_default_queue=f"dynroute-positions-{os.getpid()}",
+        broker_transport_options={"polling_interval": 0.01},
+    )
+
+    @app.task(name="names_on", shared=False)
+    def names_on(primary: str, replica: str) -> dict[str, Any]:
+        with in_database(policy=PrimaryReplica(primary, (replica,))):
+            items = Item.objects.all()
+            return {"db": items.db, "names": sorted(item.name for item in items)}
+
+    with serving(app):
+        yield app
+
+
+@pytest.mark.parametrize("installed", [True, False], ids=["carried", "not-installed"])
+def test_replay_paused_a_task_enqueued_after_a_write_reads_it(
+    replication: Replication,
+    celery_app: Any,
+    installed: bool,  # noqa: FBT001 - a parameter
+) -> None:
+    """The task's headers carry the position: it reads the primary until the replica has it.
+
+    Without the integration the same task reads the paused replica: the row is missing.
+    """
+    from dynroute.contrib.celery import _pins  # noqa: PLC0415 - needs Celery
+
+    settings = modify_settings(
+        INSTALLED_APPS={"append": "dynroute.contrib.celery"} if installed else {}
+    )
+    with settings:
+        try:
+            replication.pause()
+            with in_database(policy=replication.policy()):
+                Item.objects.create(name="before the task")
+                result = celery_app.tasks["names_on"].delay(
+                    replication.primary, replication.replica
+                )
+            answer = result.get(timeout=30, interval=0.01)
+        finally:
+            _pins.disconnect()
+    if installed:
+        assert answer == {"db": replication.primary, "names": ["before the task"]}
+    else:
+        assert answer == {"db": replication.replica, "names": []}

@@ -34,6 +34,7 @@ from dynroute.exceptions import (
 )
 from dynroute.replicas import (
     Entry,
+    _entry,
     _policy,
     _positions,
     describe_pins,
@@ -910,7 +911,7 @@ def test_the_panel_reason_names_the_position_a_read_needs_and_what_the_replica_r
         "replica1": _positions.Lsn(7, 0x1D008160),
         "replica2": _positions.Lsn(7, 0x1C000000),
     }
-    monkeypatch.setattr(_policy, "replayed_here", replayed.get)
+    monkeypatch.setattr(_entry, "replayed_here", replayed.get)
     policy = PrimaryReplica("default", ("replica1",))
     caught_up = _policy.Entry(policy, "replica1", needed)
     assert caught_up.read_reason("replica1") == (

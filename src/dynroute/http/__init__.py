@@ -13,7 +13,8 @@ above the blocks they enter (``dynroute.routing``).
 from __future__ import annotations
 
 from dynroute.http._database import DatabaseMiddleware, RequestRouteSettings
-from dynroute.http._replicas import PrimaryReplicaMiddleware, PrimaryReplicaSettings
+from dynroute.http._replica_settings import PrimaryReplicaSettings
+from dynroute.http._replicas import PrimaryReplicaMiddleware
 
 __all__ = [
     "DatabaseMiddleware",

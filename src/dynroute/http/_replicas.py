@@ -12,27 +12,24 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, TypedDict, cast, final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, cast
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
 from django.core import signing
 from django.core.signals import setting_changed
-from django.http import HttpRequest
 
 from dynroute import _switches, observe
 from dynroute.core import iscoroutinefunction, markcoroutinefunction
-from dynroute.exceptions import ConfigurationError, UsageError
-from dynroute.http._streaming import imported, stream_in, sync_answer
+from dynroute.exceptions import UsageError
+from dynroute.http._replica_settings import SETTING, PrimaryReplicaSettings
+from dynroute.http._streaming import stream_in, sync_answer
 from dynroute.replicas import (
-    PRIMARY_ONLY,
     Needing,
     Needs,
     Position,
     PrimaryReplica,
+    by_time,
     current_entry,
     has_written,
     pack,
@@ -47,9 +44,9 @@ from dynroute.replicas import (
 from dynroute.routing import InDatabase, in_database
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable
 
-    from django.http import HttpResponseBase
+    from django.http import HttpRequest, HttpResponseBase
 
     from dynroute.http._streaming import AsyncGetResponse
 
@@ -58,24 +55,6 @@ __all__ = ["PrimaryReplicaMiddleware", "PrimaryReplicaSettings"]
 #: Methods that do not change anything (RFC 9110 §9.2.1): their reads use a replica.
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
-_SETTING: Final = "DYNROUTE_PRIMARY_REPLICA"
-_KEYS: Final = {
-    "primary": "the alias writes go to (default 'default')",
-    "replicas": "the aliases reads may go to (required)",
-    "pin_seconds": "seconds a client reads from the primary after it wrote, pinned by time "
-    "(default 2, and 0 sets no pin cookie)",
-    "pin": "'position' (the default) or 'time': how a write is carried to the next requests",
-    "position_seconds": "seconds a position pin is kept at most (default 300)",
-    "max_lag": "seconds a replica may be behind and still be chosen (default: no limit)",
-    "lag_check_seconds": "how often each process asks a replica its lag (default 5)",
-    "choose": "'round_robin', 'random' or a dotted path to a function (default 'round_robin')",
-    "down_seconds": "seconds a replica that failed to connect is skipped (default 30)",
-    "resolver": "a dotted path to a function (request) -> 'primary' | 'replica' | None",
-    "cookie_name": "the pin cookie's name (default 'dynroute_pin')",
-    "cookie_secure": "the pin cookie's Secure flag (default SESSION_COOKIE_SECURE)",
-    "cookie_httponly": "the pin cookie's HttpOnly flag (default SESSION_COOKIE_HTTPONLY)",
-    "cookie_samesite": "the pin cookie's SameSite (default SESSION_COOKIE_SAMESITE)",
-}
 # Cookies signed with this salt stay valid across versions: never change it.
 _SALT: Final = "dynroute.middleware.PrimaryReplicaMiddleware"
 _PRIMARY: Final = "primary"
@@ -90,119 +69,6 @@ _NO_SCOPE: Final = nullcontext()
 
 #: SameSite as ``delete_cookie`` is typed (the setting's values).
 _SameSite: TypeAlias = "Literal['Lax', 'Strict', 'None'] | None"
-
-
-class CookieAttributes(TypedDict):
-    """The attributes of the pin cookie, as ``set_signed_cookie`` takes them."""
-
-    secure: bool
-    httponly: bool
-    samesite: str | None
-    path: str
-    domain: str | None
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class PrimaryReplicaSettings:
-    """``settings.DYNROUTE_PRIMARY_REPLICA``, checked: what the middleware runs on.
-
-    Attributes:
-        policy: The ``PrimaryReplica`` every request's block routes by.
-        pin_seconds: How long a client reads from the primary after it wrote, when
-            pinned by time (0: no pin cookie at all).
-        position_seconds: How long a client's position pin is kept at most.
-        resolver: The function deciding per request (``"primary"``, ``"replica"`` or
-            ``None``), if any.
-        cookie_name: The pin cookie's name.
-        cookie: The pin cookie's attributes.
-    """
-
-    policy: PrimaryReplica
-    pin_seconds: int
-    position_seconds: int
-    resolver: Callable[[HttpRequest], object] | None
-    cookie_name: str
-    cookie: CookieAttributes
-
-    @classmethod
-    def from_settings(cls) -> PrimaryReplicaSettings:
-        """Read and check the setting.
-
-        Raises:
-            ConfigurationError: The setting is missing, has an unknown key, or names
-                something that cannot be imported; ``pin_seconds`` or ``resolver`` is
-                of the wrong kind.
-            UsageError: A value of the policy is of the wrong type (as
-                ``PrimaryReplica`` says).
-        """
-        given = _given()
-        choose = given.get("choose", "round_robin")
-        if choose not in ("round_robin", "random"):
-            choose = _imported(given, "choose")
-        policy = PrimaryReplica(
-            given.get("primary", "default"),
-            given["replicas"],
-            choose=choose,
-            down_seconds=given.get("down_seconds", 30.0),
-            pin=given.get("pin", "position"),
-            max_lag=given.get("max_lag"),
-            lag_check_seconds=given.get("lag_check_seconds", 5.0),
-        )
-        pin_seconds = _seconds(given, "pin_seconds", 2)
-        position_seconds = _seconds(given, "position_seconds", 300)
-        resolver = _imported(given, "resolver")
-        if resolver is not None and not callable(resolver):
-            msg = f'settings.{_SETTING}["resolver"] must be a function, got {resolver!r}.'
-            raise ConfigurationError(msg)
-        cookie: CookieAttributes = {
-            "secure": given.get("cookie_secure", settings.SESSION_COOKIE_SECURE),
-            "httponly": given.get("cookie_httponly", settings.SESSION_COOKIE_HTTPONLY),
-            "samesite": given.get("cookie_samesite", settings.SESSION_COOKIE_SAMESITE),
-            "path": settings.SESSION_COOKIE_PATH,
-            "domain": settings.SESSION_COOKIE_DOMAIN,
-        }
-        name = given.get("cookie_name", "dynroute_pin")
-        return cls(policy, pin_seconds, position_seconds, resolver, name, cookie)
-
-
-def _seconds(given: Mapping[str, Any], key: str, default: int) -> int:
-    """A whole number of seconds >= 0 from the setting."""
-    seconds = given.get(key, default)
-    if type(seconds) is not int or seconds < 0:
-        msg = (
-            f'settings.{_SETTING}["{key}"] must be a whole number of seconds >= 0, got {seconds!r}.'
-        )
-        raise ConfigurationError(msg)
-    return seconds
-
-
-def _given() -> Mapping[str, Any]:
-    """The setting as given: a dict with known keys, ``replicas`` among them."""
-    given: object = getattr(settings, _SETTING, None)
-    if not isinstance(given, dict):
-        msg = (
-            f"PrimaryReplicaMiddleware needs settings.{_SETTING}, a dict such as "
-            f'{{"primary": "default", "replicas": ["replica1"]}}; got {type(given).__name__}.'
-        )
-        raise ConfigurationError(msg)
-    config = cast("dict[str, Any]", given)
-    unknown = sorted(str(key) for key in config if key not in _KEYS)
-    if unknown:
-        known = "; ".join(f"{key}: {meaning}" for key, meaning in _KEYS.items())
-        msg = f"settings.{_SETTING} has unknown key(s) {', '.join(unknown)}. Known keys: {known}."
-        raise ConfigurationError(msg)
-    if "replicas" not in config:
-        msg = f'settings.{_SETTING} needs "replicas": the aliases reads may go to.'
-        raise ConfigurationError(msg)
-    return config
-
-
-def _imported(config: Mapping[str, Any], key: str) -> Any:  # noqa: ANN401 - whatever the path names
-    value = config.get(key)
-    if not isinstance(value, str):
-        return value
-    return imported(value, f"settings.{_SETTING}[{key!r}]")
 
 
 class PrimaryReplicaMiddleware:
@@ -262,11 +128,11 @@ class PrimaryReplicaMiddleware:
             response = cast("HttpResponseBase", self.get_response(request))
             wrote = has_written()  # to this primary, or a tenant's inside
             positions = None
-            if self._pins(request, wrote=wrote, primary=primary):
-                positions = written_positions(self._also(request))
+            if _pins(self.settings, request, wrote=wrote, primary=primary):
+                positions = written_positions(_also(self.settings, request))
             if response.streaming:
                 self._stream_inside(response, primary=primary or wrote)
-        self._pin(response, reads=reads, positions=positions)
+        _pin(self.settings, response, reads=reads, positions=positions)
         return response
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
@@ -281,12 +147,12 @@ class PrimaryReplicaMiddleware:
             response = await get_response(request)
             wrote = has_written()  # to this primary, or a tenant's inside
             positions = None
-            if self._pins(request, wrote=wrote, primary=primary):
+            if _pins(self.settings, request, wrote=wrote, primary=primary):
                 # In the async ORM's thread, where the request's writes ran.
-                positions = await sync_to_async(written_positions)(self._also(request))
+                positions = await sync_to_async(written_positions)(_also(self.settings, request))
             if response.streaming:
                 self._stream_inside(response, primary=primary or wrote)
-        self._pin(response, reads=reads, positions=positions)
+        _pin(self.settings, response, reads=reads, positions=positions)
         return response
 
     def _read_scope(self, *, primary: bool) -> AbstractContextManager[None]:
@@ -299,7 +165,7 @@ class PrimaryReplicaMiddleware:
         return None if self.settings.resolver is None else self.settings.resolver(request)
 
     def _call_sync_resolver(self, request: HttpRequest) -> object:
-        return sync_answer(self._call_resolver(request), _SETTING)
+        return sync_answer(self._call_resolver(request), SETTING)
 
     def _reads(self, given: object, request: HttpRequest) -> bool | Needs:
         """Return whether the request's reads go to the primary, or what a replica needs."""
@@ -310,7 +176,7 @@ class PrimaryReplicaMiddleware:
             return True
         elif given != _REPLICA:
             msg = (
-                f"The resolver of settings.{_SETTING} returned {given!r} for {request.method} "
+                f"The resolver of settings.{SETTING} returned {given!r} for {request.method} "
                 f"{request.path}: it must return 'primary', 'replica' or None."
             )
             raise UsageError(msg)
@@ -332,52 +198,6 @@ class PrimaryReplicaMiddleware:
                 sender=PrimaryReplica, primary=self.settings.policy.primary, reason="cookie"
             )
         return True
-
-    def _pins(self, request: HttpRequest, *, wrote: bool, primary: bool) -> bool:
-        """Whether the response pins the client: after a write, or an unsafe request."""
-        return bool(self.settings.pin_seconds) and (
-            wrote or (primary and request.method not in SAFE_METHODS)
-        )
-
-    def _also(self, request: HttpRequest) -> str | None:
-        """The primary whose position an unsafe request carries, though no write was seen."""
-        return None if request.method in SAFE_METHODS else self.settings.policy.primary
-
-    def _pin(
-        self,
-        response: HttpResponseBase,
-        *,
-        reads: bool | Needs,
-        positions: dict[str, Position] | None,
-    ) -> None:
-        """Set the pin cookie after a write; drop a position pin every replica has replayed."""
-        config = self.settings
-        if positions is None:
-            if not isinstance(reads, bool) and self._replayed_everywhere(reads):
-                response.delete_cookie(
-                    config.cookie_name,
-                    path=config.cookie["path"],
-                    domain=config.cookie["domain"],
-                    samesite=cast("_SameSite", config.cookie["samesite"]),
-                )
-            return
-        if not isinstance(reads, bool):
-            positions = {**reads, **positions}  # still needed, then this request's
-        if PRIMARY_ONLY in positions.values():
-            value, max_age = _TIME_PIN, config.pin_seconds
-        else:
-            value, max_age = _POSITIONS + pack(positions), config.position_seconds
-        response.set_signed_cookie(
-            config.cookie_name, value, salt=_SALT, max_age=max_age, **config.cookie
-        )
-
-    def _replayed_everywhere(self, needs: Needs) -> bool:
-        """Whether every replica of the policy has replayed ``needs`` (as last asked here)."""
-        policy = self.settings.policy
-        if set(needs) != {policy.primary}:
-            return False  # positions of other primaries: their replicas are not known here
-        needed = needs[policy.primary]
-        return all(reached(replayed_here(replica), needed) for replica in policy.replicas)
 
     def _stream_inside(self, response: HttpResponseBase, *, primary: bool) -> None:
         """Make a streaming response's iteration run in this request's block and replica."""
@@ -403,6 +223,54 @@ class PrimaryReplicaMiddleware:
 _VERIFIED: dict[tuple[str, str], int] = {}
 _VERIFIED_MAX: Final = 4096
 _VERIFYING = threading.Lock()
+
+
+def _pins(
+    config: PrimaryReplicaSettings, request: HttpRequest, *, wrote: bool, primary: bool
+) -> bool:
+    """Whether the response pins the client: after a write, or an unsafe request."""
+    return bool(config.pin_seconds) and (wrote or (primary and request.method not in SAFE_METHODS))
+
+
+def _also(config: PrimaryReplicaSettings, request: HttpRequest) -> str | None:
+    """The primary whose position an unsafe request carries, though no write was seen."""
+    return None if request.method in SAFE_METHODS else config.policy.primary
+
+
+def _pin(
+    config: PrimaryReplicaSettings,
+    response: HttpResponseBase,
+    *,
+    reads: bool | Needs,
+    positions: dict[str, Position] | None,
+) -> None:
+    """Set the pin cookie after a write; drop a position pin every replica has replayed."""
+    if positions is None:
+        if not isinstance(reads, bool) and _replayed_everywhere(config.policy, reads):
+            response.delete_cookie(
+                config.cookie_name,
+                path=config.cookie["path"],
+                domain=config.cookie["domain"],
+                samesite=cast("_SameSite", config.cookie["samesite"]),
+            )
+        return
+    if not isinstance(reads, bool):
+        positions = {**reads, **positions}  # still needed, then this request's
+    if any(by_time(position) for position in positions.values()):
+        value, max_age = _TIME_PIN, config.pin_seconds
+    else:
+        value, max_age = _POSITIONS + pack(positions), config.position_seconds
+    response.set_signed_cookie(
+        config.cookie_name, value, salt=_SALT, max_age=max_age, **config.cookie
+    )
+
+
+def _replayed_everywhere(policy: PrimaryReplica, needs: Needs) -> bool:
+    """Whether every replica of ``policy`` has replayed ``needs`` (as last asked here)."""
+    if set(needs) != {policy.primary}:
+        return False  # positions of other primaries: their replicas are not known here
+    needed = needs[policy.primary]
+    return all(reached(replayed_here(replica), needed) for replica in policy.replicas)
 
 
 def _needing(*, reads: bool | Needs) -> AbstractContextManager[None]:

@@ -33,10 +33,10 @@ from dynroute.replicas._policy import (
     replayed_here,
 )
 from dynroute.replicas._positions import (
-    PRIMARY_ONLY,
     Needing,
     Needs,
     Position,
+    by_time,
     describe,
     lagging,
     pack,
@@ -55,7 +55,6 @@ from dynroute.replicas._tracking import (
 )
 
 __all__ = [
-    "PRIMARY_ONLY",
     "Choose",
     "Entry",
     "Needing",
@@ -64,6 +63,7 @@ __all__ = [
     "Position",
     "PrimaryReplica",
     "UsePrimary",
+    "by_time",
     "current_entry",
     "describe",
     "describe_pins",

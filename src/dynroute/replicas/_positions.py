@@ -42,7 +42,7 @@ import logging
 import threading
 import time
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, TypeAlias, final
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple, TypeAlias, cast, final
 
 from dynroute import _switches, observe
 
@@ -59,7 +59,9 @@ __all__ = [
     "Lsn",
     "Needing",
     "Needs",
+    "Pin",
     "Position",
+    "by_time",
     "check_lag",
     "claim_lag_checks",
     "describe",
@@ -97,6 +99,10 @@ class Gtids(NamedTuple):
     seqs: tuple[tuple[int, int, int], ...]
     """``(domain, server_id, sequence)`` per domain, sorted by domain."""
 
+
+#: How reads are kept on the primary after a write: until a replica has replayed it
+#: (``"position"``), or for a time (``"time"``: the middleware's ``pin_seconds``).
+Pin: TypeAlias = "Literal['position', 'time']"
 
 #: Where a primary had written: a read that needs it waits for a replica to replay it.
 Position: TypeAlias = Lsn | Gtids
@@ -236,6 +242,11 @@ def reached(replayed: Position | None, needed: Position) -> bool:
     return all(applied.get(domain, -1) >= sequence for domain, _, sequence in needed.seqs)
 
 
+def by_time(position: Position) -> bool:
+    """Whether ``position`` is :data:`PRIMARY_ONLY`: a write carried as a time pin."""
+    return position is PRIMARY_ONLY
+
+
 def dump(position: Position) -> str:
     """The text of ``position`` for a cookie or a task's headers (letters, digits, ``.-_``)."""
     if type(position) is Lsn:
@@ -289,7 +300,8 @@ def unpack(text: object) -> dict[str, Position] | None:
     if not isinstance(data, dict):
         return None
     needs: dict[str, Position] = {}
-    for alias, value in data.items():  # pyright: ignore[reportUnknownVariableType] - JSON
+    entries = cast("dict[object, object]", data)  # JSON: checked one by one below
+    for alias, value in entries.items():
         position = load(value)
         if not isinstance(alias, str) or position is None:
             return None
@@ -326,7 +338,7 @@ def _lsn(text: str) -> int:
 
 def _gtids(text: str | None) -> Gtids:
     """Parse a MariaDB GTID list (``0-1-42,1-2-7``); raise ``ValueError`` if malformed."""
-    seqs = []
+    seqs: list[tuple[int, int, int]] = []
     for gtid in (text or "").split(","):
         if gtid.strip():
             domain, server, sequence = (int(part) for part in gtid.strip().split("-"))

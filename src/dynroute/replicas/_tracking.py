@@ -117,7 +117,7 @@ def written_positions(also: str | None = None) -> dict[str, Position]:
             middleware's, after an unsafe request).
     """
     pins = PINS.get()
-    primaries = set() if pins is None else set(pins - EVERY_PRIMARY)
+    primaries: set[str] = set() if pins is None else set(pins - EVERY_PRIMARY)
     if also is not None:
         primaries.add(also)
     positions: dict[str, Position] = {}
