@@ -29,7 +29,11 @@ has requests on those SQLite files, counted by bench/hot_path.py and timed by no
 with ``tests/standby.py``; both on a database it creates, ``dynroute_bench_replicas``.
 The standby is stopped and removed and the database dropped when it ends, on an error
 too. One request through ``django.test.Client`` with only the library's middleware
-and its router; wall-clock time of the whole request:
+and its router; wall-clock time of the whole request. Three variants, timed in the same
+rounds: ``dynroute`` (``DYNROUTE_PRIMARY_REPLICA`` without ``"pin"``: pin by position,
+the default), ``dynroute_time`` (the same setting with ``"pin": "time"``, installed
+with ``override_settings`` while that variant's client builds its middleware chain,
+when the middleware reads it) and ``multidb``:
 
 - ``pg_get``: a fresh visitor (no cookie) GETs a view that reads one count.
 - ``pg_post``: a fresh visitor POSTs to a view that saves one row.
@@ -38,6 +42,9 @@ and its router; wall-clock time of the whole request:
 - ``pg_get_caught_up``: the same, except that between the two the script waits (not
   timed) until the standby has replayed up to the primary's
   ``pg_current_wal_insert_lsn()``, read just after the POST.
+- ``pg_round_trip``: no request, the floor of "one query more": ``SELECT 1`` through a
+  Django cursor (the execute wrapper below included), variants ``primary`` and
+  ``standby``, timed the same way.
 
 Connections persist across requests for both libraries: ``CONN_MAX_AGE`` is ``None``
 and ``django.test.Client`` keeps ``close_old_connections`` off ``request_started``
@@ -354,8 +361,19 @@ DATABASE = "dynroute_bench_replicas"
 STANDBY = "replica1"
 #: The pin window of both middlewares on PostgreSQL.
 PG_PIN_SECONDS = 60
-#: ``settings.DYNROUTE_PRIMARY_REPLICA`` on PostgreSQL.
+#: ``settings.DYNROUTE_PRIMARY_REPLICA`` on PostgreSQL: no ``"pin"``, the default (position).
 DYNROUTE_SETTING = {"primary": PRIMARY, "replicas": [STANDBY], "pin_seconds": PG_PIN_SECONDS}
+#: The same, pinning by time (the primary for ``pin_seconds``, no position read).
+DYNROUTE_TIME_SETTING = {**DYNROUTE_SETTING, "pin": "time"}
+#: The request variants: the library each runs and, for dynroute, the setting its
+#: middleware reads (``None``: the one ``settings.configure`` set).
+PG_VARIANTS: dict[str, tuple[str, dict[str, Any] | None]] = {
+    "dynroute": ("dynroute", None),
+    "dynroute_time": ("dynroute", DYNROUTE_TIME_SETTING),
+    "multidb": ("multidb", None),
+}
+#: The pin mode each dynroute variant's middleware must have read.
+PG_PIN_MODES = {"dynroute": "position", "dynroute_time": "time"}
 #: ``CONN_MAX_AGE`` of both aliases: a connection is kept for the whole process.
 CONN_MAX_AGE = None
 #: measure -> (method, what comes before the timed request)
@@ -365,14 +383,27 @@ PG_ROWS = {
     "pg_get_after_post": ("GET", "after_post"),
     "pg_get_caught_up": ("GET", "caught_up"),
 }
-#: Which databases the view's query of each row may have gone to, by library.
+#: The floor row: ``SELECT 1`` through a Django cursor, on each server.
+ROUND_TRIP = "pg_round_trip"
+#: Which databases the view's query of each row may have gone to, by variant.
 PG_EXPECTED: dict[str, dict[str, set[str]]] = {
-    "pg_get": {"dynroute": {STANDBY}, "multidb": {STANDBY}},
-    "pg_post": {"dynroute": {PRIMARY}, "multidb": {PRIMARY}},
-    # dynroute: the standby if it has replayed the POST already, else the primary.
-    "pg_get_after_post": {"dynroute": {PRIMARY, STANDBY}, "multidb": {PRIMARY}},
-    # multidb pins by time: the primary for its pin window, replayed or not.
-    "pg_get_caught_up": {"dynroute": {STANDBY}, "multidb": {PRIMARY}},
+    "pg_get": {"dynroute": {STANDBY}, "dynroute_time": {STANDBY}, "multidb": {STANDBY}},
+    "pg_post": {"dynroute": {PRIMARY}, "dynroute_time": {PRIMARY}, "multidb": {PRIMARY}},
+    # dynroute by position: the standby if it has replayed the POST already, else the
+    # primary.
+    "pg_get_after_post": {
+        "dynroute": {PRIMARY, STANDBY},
+        "dynroute_time": {PRIMARY},
+        "multidb": {PRIMARY},
+    },
+    # Pinned by time (multidb, dynroute_time): the primary for the pin window,
+    # replayed or not.
+    "pg_get_caught_up": {
+        "dynroute": {STANDBY},
+        "dynroute_time": {PRIMARY},
+        "multidb": {PRIMARY},
+    },
+    ROUND_TRIP: {"primary": {PRIMARY}, "standby": {STANDBY}},
 }
 #: (requests per sample, rounds); --quick: (2, 3).
 PG_PLAN = (20, 51)
@@ -528,14 +559,18 @@ class Tally:
     pids: dict[str, set[int]] = field(default_factory=dict)
     waits_ns: list[int] = field(default_factory=list)
 
-    def add(self, seen: list[tuple[str, Any, str]]) -> None:
-        """Add one request's queries."""
+    def add(self, seen: list[tuple[str, Any, str]], *, bare: bool = False) -> None:
+        """Add one request's queries (``bare``: one query timed alone, all of it "the view's")."""
         self.requests += 1
-        views = [alias for alias, _, sql in seen if any(table in sql for table in VIEW_TABLES)]
-        self.view[views[0] if len(views) == 1 else f"{len(views)} queries"] += 1
+
+        def views(sql: str) -> bool:
+            return bare or any(table in sql for table in VIEW_TABLES)
+
+        found = [alias for alias, _, sql in seen if views(sql)]
+        self.view[found[0] if len(found) == 1 else f"{len(found)} queries"] += 1
         for alias, connection, sql in seen:
             self.pids.setdefault(alias, set()).add(connection.info.backend_pid)
-            if not any(table in sql for table in VIEW_TABLES):
+            if not views(sql):
                 self.library[alias] += 1
                 if len(self.library_sql) < 8:
                     self.library_sql[" ".join(sql.split())[:160]] = None
@@ -557,20 +592,66 @@ class Tally:
         }
 
 
+def variant_client(routers: dict[str, Any], variant: str) -> Client:
+    """A test client whose middleware chain was built with the variant's settings."""
+    from django.test import override_settings  # noqa: PLC0415 - after setup()
+
+    from dynroute.middleware import PrimaryReplicaSettings  # noqa: PLC0415
+
+    impl, setting = PG_VARIANTS[variant]
+    if setting is None:
+        override: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    else:
+        override = override_settings(DYNROUTE_PRIMARY_REPLICA=setting)
+    with override:
+        # The middleware reads DYNROUTE_PRIMARY_REPLICA here, once; it keeps what it read.
+        made = make_client(routers, impl, middleware=True)
+        if variant in PG_PIN_MODES:
+            mode = PrimaryReplicaSettings.from_settings().policy.pin
+            if mode != PG_PIN_MODES[variant]:
+                msg = f"{variant}: the middleware pins by {mode}, not {PG_PIN_MODES[variant]}"
+                raise RuntimeError(msg)
+    return made
+
+
+def round_trip(alias: str, recorder: Recorder) -> Callable[[int, Tally], list[int]]:
+    """``SELECT 1`` through a Django cursor of ``alias``: one round trip, as a library's query."""
+    from django.db import connections  # noqa: PLC0415 - after setup()
+
+    connection = connections[alias]
+    clock = time.perf_counter_ns
+
+    def run(n: int, tally: Tally) -> list[int]:
+        times = []
+        for _ in range(n):
+            recorder.seen.clear()
+            start = clock()
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+                cursor.fetchone()
+            times.append(clock() - start)
+            tally.add(recorder.seen, bare=True)
+            recorder.seen.clear()
+        return times
+
+    return run
+
+
 def build_requests(
     primary: Any,  # noqa: ANN401 - psycopg connections
     standby: Any,  # noqa: ANN401
     recorder: Recorder,
 ) -> dict[str, dict[str, Callable[[int, Tally], list[int]]]]:
-    """Every loop of the PostgreSQL part, by measure and library: each returns ns a request."""
+    """Every loop of the PostgreSQL part, by measure and variant: each returns ns a request."""
     from django.db import connections  # noqa: PLC0415 - after setup()
 
     routers = libraries()
     for alias in (PRIMARY, STANDBY):
         connections[alias].execute_wrappers.append(recorder)
 
-    def loop(impl: str, method: str, before: str) -> Callable[[int, Tally], list[int]]:
-        made = make_client(routers, impl, middleware=True)
+    def loop(variant: str, method: str, before: str) -> Callable[[int, Tally], list[int]]:
+        impl = PG_VARIANTS[variant][0]
+        made = variant_client(routers, variant)
         send = made.post if method == "POST" else made.get
         path = "/write/" if method == "POST" else "/read/"
         jar = made.cookies
@@ -584,7 +665,7 @@ def build_requests(
                 if before != "fresh":
                     made.post("/write/")  # the client keeps the cookies it set
                     if not jar:
-                        msg = f"{impl}'s middleware set no cookie after a POST"
+                        msg = f"{variant}'s middleware set no cookie after a POST"
                         raise RuntimeError(msg)
                     if before == "caught_up":
                         tally.waits_ns.append(wait_for_replay(primary, standby))
@@ -593,7 +674,7 @@ def build_requests(
                 response = send(path)
                 times.append(clock() - start)
                 if response.status_code != 200:
-                    msg = f"{impl}: {method} {path} answered {response.status_code}"
+                    msg = f"{variant}: {method} {path} answered {response.status_code}"
                     raise RuntimeError(msg)
                 tally.add(recorder.seen)
                 recorder.seen.clear()
@@ -601,10 +682,15 @@ def build_requests(
 
         return run
 
-    return {
-        measure: {impl: loop(impl, method, before) for impl in IMPLS}
+    loops = {
+        measure: {variant: loop(variant, method, before) for variant in PG_VARIANTS}
         for measure, (method, before) in PG_ROWS.items()
     }
+    loops[ROUND_TRIP] = {
+        "primary": round_trip(PRIMARY, recorder),
+        "standby": round_trip(STANDBY, recorder),
+    }
+    return loops
 
 
 def compare_requests(
@@ -677,6 +763,7 @@ def run_requests(*, quick: bool) -> tuple[dict[str, Any], dict[str, Any]]:
             "conn_max_age": CONN_MAX_AGE,
             "standby_port": standby_port,
             "dynroute_setting": DYNROUTE_SETTING,
+            "dynroute_time_setting": DYNROUTE_TIME_SETTING,
             "pin_seconds": PG_PIN_SECONDS,
             # Sessions on the database at the end: the connections both libraries used.
             "sessions_at_end": {PRIMARY: sessions(primary), STANDBY: sessions(standby)},

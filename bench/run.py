@@ -68,6 +68,16 @@ COUNTED_VARIANTS = {
 COUNTED_REPLICAS = {"replica_decision": 20000, "replica_decision_pinned": 20000}
 # measure_replicas.py's requests on PostgreSQL and a streaming standby
 REQUESTS = ("pg_get", "pg_post", "pg_get_after_post", "pg_get_caught_up")
+# ... their variants, as the tables name them
+REQUEST_VARIANTS = {
+    "multidb": "multidb 0.11",
+    "dynroute": "dynroute, pin by position",
+    "dynroute_time": "dynroute, pin by time",
+}
+# the request rows the goal "<= 1.0x multidb" is for
+REQUEST_GOALS = ("pg_get", "pg_post", "pg_get_caught_up")
+# ... and the floor of "one query more": SELECT 1 through a Django cursor
+ROUND_TRIP = "pg_round_trip"
 LABELS = {
     "enter_exit_read": "enter + exit a block, read-only (block built once)",
     "enter_exit_readwrite": "enter + exit a block, read-write (block built once)",
@@ -85,6 +95,7 @@ LABELS = {
     "pg_post": "POST (fresh visitor, one write)",
     "pg_get_after_post": "GET pinned right after POST",
     "pg_get_caught_up": "GET with a pin whose replica has caught up",
+    "pg_round_trip": "`SELECT 1` through a Django cursor",
 }
 
 
@@ -293,11 +304,14 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def paired(
-    runs: list[dict[str, Any]], measure_name: str, a: str, b: str
+    runs: list[dict[str, Any]], measure_name: str, a: str, b: str, *, difference: bool = False
 ) -> tuple[float, float, float]:
-    """Median and quartiles of a/b over rounds: each round timed both, one after the other."""
-    ratios = [
-        x / y
+    """Median and quartiles of a/b over rounds: each round timed both, one after the other.
+
+    ``difference``: of a - b (ns) instead.
+    """
+    values = [
+        x - y if difference else x / y
         for run in runs
         for x, y in zip(
             run["results"][measure_name]["variants"][a]["samples_ns"],
@@ -305,9 +319,9 @@ def paired(
             strict=True,
         )
     ]
-    if len(ratios) == 1:
-        return ratios[0], ratios[0], ratios[0]
-    q1, median, q3 = statistics.quantiles(ratios, n=4)
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, median, q3 = statistics.quantiles(values, n=4)
     return median, q1, q3
 
 
@@ -322,6 +336,15 @@ def duration(ns: float) -> str:
     if ns >= 1_000:
         return f"{ns / 1_000:.1f} µs"
     return f"{ns:.0f} ns"
+
+
+def signed_duration(ns: float) -> str:
+    return ("-" if ns < 0 else "+") + duration(abs(ns))
+
+
+def difference_text(value: tuple[float, float, float]) -> str:
+    median, q1, q3 = value
+    return f"**{signed_duration(median)}** ({signed_duration(q1)} to {signed_duration(q3)})"
 
 
 def spread(entry: dict[str, Any]) -> str:
@@ -563,9 +586,18 @@ REPLICA_INTRO = {
         "(the primary) and, as `replica1`, a streaming standby of it that the run starts "
         "(`tests/standby.py`: a base backup with its own replication slot) and removes "
         "when it ends; both on a database the run creates on the primary, "
-        "`dynroute_bench_replicas`, dropped at the end. dynroute: "
-        "`dynroute.middleware.PrimaryReplicaMiddleware` with `DYNROUTE_PRIMARY_REPLICA = "
-        "{setting}`; multidb: `multidb.middleware.PinningRouterMiddleware` with "
+        "`dynroute_bench_replicas`, dropped at the end. Three variants: **dynroute, pin "
+        "by position** (the default): `dynroute.middleware.PrimaryReplicaMiddleware` "
+        "with `DYNROUTE_PRIMARY_REPLICA = {setting}`: after a request that writes it reads "
+        "the primary's `pg_current_wal_insert_lsn()` (one query) for the signed cookie, "
+        "and a GET carrying that cookie asks the standby for `pg_last_wal_replay_lsn()` "
+        "(one query) unless it knows already that the standby has replayed that far, then "
+        "reads the standby if it has, else the primary; **dynroute, pin by time**: the "
+        "same middleware with `DYNROUTE_PRIMARY_REPLICA = {time_setting}` (given with "
+        "`override_settings` while that variant's client builds its middleware chain, "
+        "when the middleware reads its settings): no position read, a client that wrote "
+        "reads the primary for `pin_seconds`, the work multidb does; **multidb**: "
+        "`multidb.middleware.PinningRouterMiddleware` with "
         '`multidb.PinningReplicaRouter`, `REPLICA_DATABASES = ["replica1"]` and '
         "`MULTIDB_PINNING_SECONDS = {pin}`. The view reads `Item.objects.count()` (GET) "
         "or saves one `Note` (POST). **GET**: a fresh visitor (no cookie). **POST**: a "
@@ -574,17 +606,22 @@ REPLICA_INTRO = {
         "replica has caught up**: the same, except that between the two the run waits "
         "(not timed) until the standby has replayed up to the primary's "
         "`pg_current_wal_insert_lsn()` read just after the POST (polling "
-        "`pg_last_wal_replay_lsn()` on the standby); multidb pins by time, so its GET "
-        "reads the primary for its whole pin window, caught up or not. Wall-clock time of "
-        "the whole request (client, handler, middleware, view and the database round "
-        "trips): each round times {n} requests of each library, one library after the "
-        "other, the order rotating; the median over {rounds} rounds{processes} of a "
-        "round's mean (quartiles over rounds in brackets); the ratio is the median over "
-        "rounds of dynroute's time over multidb's in the same round. Both libraries keep "
+        "`pg_last_wal_replay_lsn()` on the standby); multidb, and dynroute pinning by "
+        "time, pin for a time: their GET reads the primary for the whole pin window, "
+        "caught up or not. Wall-clock time of the whole request (client, handler, middleware, "
+        "view and the database round trips): each round times {n} requests of each "
+        "variant, one variant after the other, the order rotating; the median over "
+        "{rounds} rounds{processes} of a round's mean (quartiles over rounds in "
+        "brackets); a ratio is the median over rounds of one variant's time over "
+        "another's in the same round, a difference (position - time) the median over "
+        "rounds of the one's time minus the other's. **One round trip**, the floor of "
+        '"one query more": `SELECT 1` (and `fetchone()`) through a Django cursor of the '
+        "primary or of the standby, no request around it, timed the same way. All "
+        "variants keep "
         "their connections across requests: `CONN_MAX_AGE = {conn_max_age}` on both "
         "aliases, and `django.test.Client` keeps `close_old_connections` off "
         "`request_started` and `request_finished`. An execute wrapper on both "
-        "connections (the same for both libraries, inside the timing) notes which "
+        "connections (the same for every variant, inside the timing) notes which "
         "server answered the view's query and which queries the library made itself."
     ),
 }
@@ -631,7 +668,9 @@ def request_notes(runs: list[dict[str, Any]]) -> list[str]:
     per_process = []
     for run in runs:
         pids: dict[str, set[int]] = {}
-        for name in REQUESTS:
+        for name in (*REQUESTS, ROUND_TRIP):
+            if name not in run["results"]:
+                continue
             for entry in run["results"][name]["variants"].values():
                 for alias, found in entry["pids"].items():
                     pids.setdefault(alias, set()).update(found)
@@ -640,7 +679,7 @@ def request_notes(runs: list[dict[str, Any]]) -> list[str]:
     if all(counts.get(alias) == 1 for counts in per_process + at_end for alias in ROLES):
         lines.append(
             "- Connections kept: in each measuring process, every query of the timed "
-            "requests, both libraries', ran on one connection to the primary and one to "
+            "requests, all variants', ran on one connection to the primary and one to "
             "the standby (one backend PID each), the database's only sessions at the end."
         )
     else:
@@ -667,15 +706,15 @@ def request_notes(runs: list[dict[str, Any]]) -> list[str]:
             "(median) after the POST returned: the wait before the caught-up GET, not "
             "timed (it includes the query for the primary's position)."
         )
-    for impl in ("dynroute", "multidb"):
+    for variant, label in REQUEST_VARIANTS.items():
         queries = {
             sql: None
             for run in runs
             for name in REQUESTS
-            for sql in run["results"][name]["variants"][impl]["library_sql"]
+            for sql in run["results"][name]["variants"][variant]["library_sql"]
         }
         shown = "; ".join(f"`{sql}`" for sql in queries) if queries else "none"
-        lines.append(f"- {impl}'s own queries (through Django's cursors): {shown}.")
+        lines.append(f"- {label}: its own queries (through Django's cursors): {shown}.")
     return lines
 
 
@@ -717,10 +756,10 @@ def replica_tables(runs: list[dict[str, Any]], counts: dict[str, dict[str, float
         reason = runs[0]["meta"].get("postgresql_skipped", "left out (`--no-postgres`)")
         return [*lines, f"Not measured: {reason}."]
     meta, first = runs[0]["meta"], results[REQUESTS[0]]
-    setting = json.dumps(meta["dynroute_setting"])
     lines += [
         REPLICA_INTRO["request"].format(
-            setting=setting,
+            setting=json.dumps(meta["dynroute_setting"]),
+            time_setting=json.dumps(meta["dynroute_time_setting"]),
             pin=meta["pin_seconds"],
             n=first["operations"],
             rounds=first["rounds"],
@@ -729,21 +768,47 @@ def replica_tables(runs: list[dict[str, Any]], counts: dict[str, dict[str, float
         ),
         "",
         (
-            "| request | multidb 0.11 | dynroute | dynroute / multidb | the view's query: "
-            "multidb | dynroute | the library's own queries per request: multidb | dynroute |"
+            "| request | multidb 0.11 | dynroute, pin by position | dynroute, pin by time "
+            "| position / multidb | time / multidb | position - time |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in REQUESTS:
         variants = results[name]["variants"]
         cells = [
-            spread(variants["multidb"]),
-            spread(variants["dynroute"]),
+            *(spread(variants[variant]) for variant in REQUEST_VARIANTS),
             ratio_text(paired(runs, name, "dynroute", "multidb"), 3),
-            reads_cell(runs, name, "multidb"),
-            reads_cell(runs, name, "dynroute"),
-            library_cell(runs, name, "multidb"),
-            library_cell(runs, name, "dynroute"),
+            ratio_text(paired(runs, name, "dynroute_time", "multidb"), 3),
+            difference_text(paired(runs, name, "dynroute", "dynroute_time", difference=True)),
+        ]
+        lines.append(f"| {LABELS[name]} | {' | '.join(cells)} |")
+    if ROUND_TRIP in results:
+        variants = results[ROUND_TRIP]["variants"]
+        lines += [
+            "",
+            (
+                f"One round trip ({LABELS[ROUND_TRIP]}), timed the same way: on the primary "
+                f"{spread(variants['primary'])}, on the standby {spread(variants['standby'])}."
+            ),
+        ]
+    short = {"multidb": "multidb", "dynroute": "position", "dynroute_time": "time"}
+    lines += [
+        "",
+        "Where the queries of the timed requests went, added up over processes:",
+        "",
+        (
+            "| request | the view's query: "
+            + " | ".join(short[variant] for variant in REQUEST_VARIANTS)
+            + " | the library's own queries per request: "
+            + " | ".join(short[variant] for variant in REQUEST_VARIANTS)
+            + " |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in REQUESTS:
+        cells = [
+            *(reads_cell(runs, name, variant) for variant in REQUEST_VARIANTS),
+            *(library_cell(runs, name, variant) for variant in REQUEST_VARIANTS),
         ]
         lines.append(f"| {LABELS[name]} | {' | '.join(cells)} |")
     return [*lines, "", *request_notes(runs)]
@@ -763,12 +828,113 @@ def replica_verdicts(runs: list[dict[str, Any]], counts: dict[str, dict[str, flo
         if name in counts:
             c = counts[name]
             check(f"{label}, instructions", c["dynroute"] / c["multidb"])
-    results = runs[0]["results"]
-    for name in REQUESTS:
-        if name in results:
-            label = f"whole request on PostgreSQL, {LABELS[name]}, dynroute / multidb, time"
-            check(label, paired(runs, name, "dynroute", "multidb")[0])
+    if all(name in runs[0]["results"] for name in REQUESTS):
+        lines += ["", *request_verdicts(runs)]
     lines.extend(f"- routed to the wrong database: {text}" for text in wrong_databases(runs))
+    return lines
+
+
+def request_verdicts(runs: list[dict[str, Any]]) -> list[str]:
+    """The goal for whole requests, row by row, and what the position pin's query costs."""
+    goals = ", ".join(LABELS[name].split(" (", 1)[0] for name in REQUEST_GOALS)
+    lines = [
+        (
+            "Goal: a whole request through dynroute's middleware, pinning by position (the "
+            f"default), takes **≤ 1.0x** what it takes through multidb's, for {goals}. "
+            "Time on PostgreSQL and a standby, dynroute / multidb:"
+        ),
+        "",
+    ]
+    for name in REQUESTS:
+        ratio = paired(runs, name, "dynroute", "multidb")[0]
+        if name in REQUEST_GOALS:
+            status = "**MET**" if ratio <= 1.0 else "**NOT MET**"
+            lines.append(f"- {LABELS[name]}: {ratio:.3f}x, {status} (goal ≤ 1.0x)")
+        else:
+            lines.append(f"- {LABELS[name]}: {ratio:.3f}x (not one of the goal's rows)")
+    time_ratios = "; ".join(
+        f"{LABELS[name]} {paired(runs, name, 'dynroute_time', 'multidb')[0]:.3f}x"
+        for name in REQUESTS
+    )
+    lines += [
+        "",
+        (
+            'The same middleware pinning by time (`"pin": "time"`: no position read, '
+            "the work multidb does), dynroute / multidb: " + time_ratios + "."
+        ),
+        "",
+        *round_trip_note(runs),
+    ]
+    return lines
+
+
+#: The server whose round trip pinning by position adds to each request row, if any.
+ROUND_TRIP_SERVER = {
+    "pg_get": None,
+    "pg_post": "primary",
+    "pg_get_after_post": "standby",
+    "pg_get_caught_up": "standby",
+}
+
+
+def round_trip_note(runs: list[dict[str, Any]]) -> list[str]:
+    """Why pinning by position costs more than multidb: the query it makes, measured."""
+    results = combine(runs)
+    floors = results[ROUND_TRIP]["variants"] if ROUND_TRIP in results else {}
+    floor = ""
+    if floors:
+        floor = (
+            f" One round trip, {LABELS[ROUND_TRIP]} (no request around it), takes "
+            f"{duration(floors['primary']['median_ns'])} on the primary and "
+            f"{duration(floors['standby']['median_ns'])} on the standby (median): the "
+            'floor of "one query more".'
+        )
+    lines = [
+        (
+            "Why: multidb makes no database query to pin. It pins by time, with an "
+            "unsigned cookie (any client can pin itself), and a client that wrote reads the "
+            "primary for its whole pin window, whether the replica has caught up or not. "
+            "Pinning by position reads a position, and that is one query by design (the "
+            "issue allows one query per writing request, and one per replica when the "
+            "cache is behind): a request that writes asks the primary for "
+            "`pg_current_wal_insert_lsn()` for its cookie, and a GET carrying that cookie "
+            "asks the standby how far it has replayed unless it knows already; in return "
+            "the caught-up GET reads the standby, not the primary." + floor
+        ),
+        "",
+        (
+            "The gap in time per request: the median over rounds of the difference between "
+            "two variants in the same round (quartiles in brackets). Position - time is what "
+            "the position pin adds to the same middleware: its query, and for a pinned GET "
+            "also the signature check (HMAC) of a cookie that changes with every write, "
+            "where a time cookie's value is the same for a whole second, so its checked "
+            "signature is mostly found in the middleware's cache. Time - multidb is "
+            "dynroute's middleware without the position round trips against multidb's."
+        ),
+        "",
+        (
+            "| request | position - multidb | position - time | time - multidb "
+            "| the round trip position adds: floor |"
+        ),
+        "|---|---|---|---|---|",
+    ]
+    for name in REQUESTS:
+        server = ROUND_TRIP_SERVER[name]
+        if server is None:
+            added = "none"
+        elif floors:
+            added = f"{server}, {duration(floors[server]['median_ns'])}"
+        else:
+            added = f"{server}, not measured"
+        cells = [
+            difference_text(paired(runs, name, a, b, difference=True))
+            for a, b in (
+                ("dynroute", "multidb"),
+                ("dynroute", "dynroute_time"),
+                ("dynroute_time", "multidb"),
+            )
+        ]
+        lines.append(f"| {LABELS[name]} | {' | '.join(cells)} | {added} |")
     return lines
 
 
@@ -835,7 +1001,11 @@ def write_sections(output: Path, original: str | None, replicas: str | None) -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few repetitions; writes nothing")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few repetitions; writes only to an --output given",
+    )
     parser.add_argument("--processes", type=int, default=3, help="measuring processes (full run)")
     parser.add_argument("--no-postgres", action="store_true", help="leave out PostgreSQL")
     parser.add_argument("--no-instructions", action="store_true", help="skip valgrind counts")
@@ -847,7 +1017,9 @@ def main() -> int:
         help="original: against django-dynamic-db-router 0.3.0 and .using(); "
         "replicas: against django-multidb-router 0.11 (default: both)",
     )
-    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument(
+        "--output", type=Path, help="the file whose sections it rewrites (default: BENCHMARKS.md)"
+    )
     arguments = parser.parse_args()
     original = arguments.part in ("all", "original")
     replicas = arguments.part in ("all", "replicas")
@@ -903,9 +1075,10 @@ def main() -> int:
         )
     print()
     print("\n\n".join(text for text in (original_text, replica_text) if text is not None))
-    if not arguments.quick:
-        write_sections(arguments.output, original_text, replica_text)
-        print(f"written to {arguments.output}")
+    if not arguments.quick or arguments.output is not None:
+        output = arguments.output or ROOT / "BENCHMARKS.md"
+        write_sections(output, original_text, replica_text)
+        print(f"written to {output}")
     return 0
 
 
