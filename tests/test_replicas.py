@@ -890,6 +890,7 @@ def test_positions_travel_as_text_and_anything_else_is_refused() -> None:
     assert _positions.describe(_positions.Gtids(((0, 1, 42),))) == "0-1-42"
 
 
+@pytest.mark.usefixtures("_groups_of_this_test")
 def test_a_block_needing_a_position_no_replica_is_known_to_have_reads_the_primary() -> None:
     """PRIMARY_ONLY holds the reads of its primary's blocks there; other primaries' are free."""
     with _positions.Needing({"default": _positions.PRIMARY_ONLY}):
