@@ -9,6 +9,7 @@ due?) is settled at its first read, once, in the thread that reads.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Protocol, final
 
 from django.core.exceptions import SynchronousOnlyOperation
@@ -66,6 +67,8 @@ class Policy(Protocol):
 
 
 __all__ = ["Entry", "make_entry", "replayed_here", "usable_replicas"]
+
+logger = logging.getLogger("dynroute")
 
 
 def make_entry(policy: Policy, *, ask: bool) -> Entry:
@@ -256,8 +259,14 @@ def _check_lag(policy: Policy, max_lag: float) -> None:
             continue
         try:
             check_lag(connection(alias), max_lag, type(policy))
-        except DatabaseError:
-            continue  # a failing query: its reads will say so
+        except DatabaseError as error:
+            # Its reads will fail or succeed as they may; the next check asks again.
+            logger.warning(
+                "dynroute: could not read the lag of replica %r (%s): it is judged by its "
+                "last answer; MariaDB needs the SLAVE MONITOR privilege",
+                alias,
+                type(error).__name__,
+            )
 
 
 def _caught_up(policy: Policy, chosen: str | None, needs: Position, *, ask: bool) -> str | None:

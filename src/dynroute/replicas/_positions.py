@@ -145,11 +145,14 @@ _PG_REPLAYED: Final = (
     "ELSE pg_current_wal_lsn() END)::text"
 )
 # Behind only while something received is not replayed: an idle primary leaves its
-# standby fully replayed, at lag 0, however old its last transaction.
+# standby fully replayed, at lag 0, however old its last transaction. Behind with no
+# transaction replayed since it started: how far is not known, so without bound.
+# clock_timestamp(), not now(): the connection may be inside a transaction.
 _PG_LAG: Final = (
     "SELECT CASE WHEN NOT pg_is_in_recovery() "
     "OR COALESCE(pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn(), false) THEN 0 "
-    "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END::float"
+    "ELSE COALESCE(EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()), "
+    "'Infinity') END::float"
 )
 
 
