@@ -1023,3 +1023,17 @@ def test_concurrent_wsgi_threads_keep_their_own_routing():
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_the_position_and_lag_keys_reach_the_policy():
+    """pin, max_lag and lag_check_seconds go to the policy; by default: position, none, 5 s."""
+    unset = {key: value for key, value in CONFIG.items() if key != "pin"}
+    with override_settings(DYNROUTE_PRIMARY_REPLICA=unset):
+        default = PrimaryReplicaMiddleware(ok).policy
+    assert (default.pin, default.max_lag, default.lag_check_seconds) == ("position", None, 5.0)
+    given = {"pin": "time", "max_lag": 2, "lag_check_seconds": 0.5, "position_seconds": 60}
+    with override_settings(DYNROUTE_PRIMARY_REPLICA={**unset, **given}):
+        middleware_ = PrimaryReplicaMiddleware(ok)
+    assert (middleware_.policy.pin, middleware_.policy.max_lag) == ("time", 2.0)
+    assert middleware_.policy.lag_check_seconds == 0.5
+    assert middleware_.settings.position_seconds == 60

@@ -23,7 +23,7 @@ from django.db import connections, router, transaction
 from django.test import override_settings
 
 import dynroute
-from dynroute import PrimaryReplica, in_database, tenants, use_primary
+from dynroute import PrimaryReplica, in_database, signals, tenants, use_primary
 from dynroute.checks import check_replica_mirrors
 from dynroute.exceptions import (
     RouteLockedError,
@@ -926,3 +926,47 @@ def test_the_panel_reason_names_the_position_a_read_needs_and_what_the_replica_r
     by_time = _policy.Entry(policy, "replica1", _positions.PRIMARY_ONLY)
     assert by_time.read_reason("default") == "the primary, pinned after a write (by time)"
     assert by_time.replica is None
+
+
+def test_a_replica_late_past_max_lag_is_reported_by_the_policy_class_then_caught_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """check_lag: replica_lagging once when it goes late, replica_caught_up once back."""
+    lags = iter([2.5, 3.0, 0.25])
+    monkeypatch.setattr(_positions, "_lag", lambda _connection: next(lags))
+    sent: list[tuple[str, object, str, float]] = []
+
+    def on(name: str) -> Callable[..., None]:
+        def receive(sender: object, alias: str, lag: float, **kwargs: Any) -> None:
+            sent.append((name, sender, alias, lag))
+
+        return receive
+
+    lagging_receiver, caught_up_receiver = on("lagging"), on("caught up")
+    signals.replica_lagging.connect(lagging_receiver)
+    signals.replica_caught_up.connect(caught_up_receiver)
+    try:
+        with caplog.at_level("WARNING", logger="dynroute"):
+            assert _positions.check_lag(connections["replica1"], 1.0, PrimaryReplica) is True
+            assert _positions.check_lag(connections["replica1"], 1.0, PrimaryReplica) is True
+            assert _positions.lagging() == {"replica1": 3.0}
+            assert _positions.check_lag(connections["replica1"], 1.0, PrimaryReplica) is False
+    finally:
+        signals.replica_lagging.disconnect(lagging_receiver)
+        signals.replica_caught_up.disconnect(caught_up_receiver)
+        _positions.forget()
+    assert sent == [
+        ("lagging", PrimaryReplica, "replica1", 2.5),
+        ("caught up", PrimaryReplica, "replica1", 0.25),
+    ]
+    assert "replica 'replica1' is 2.5 s behind (max_lag 1 s)" in caplog.text
+    assert "replica 'replica1' has caught up (0.2 s behind)" in caplog.text
+
+
+@pytest.mark.skipif(
+    django_settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"),
+    reason="SQLite has no replication to be late in",
+)
+def test_a_server_that_is_not_a_replica_is_never_late() -> None:
+    """A "replica" alias on a server not in recovery (or not replicating) has nothing to replay."""
+    assert _positions._lag(connections["replica1"]) == 0.0
