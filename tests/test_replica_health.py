@@ -17,7 +17,7 @@ from django.db import OperationalError, connections
 
 import dynroute
 from dynroute import PrimaryReplica, in_database
-from dynroute.replicas import _health, down_replicas, mark_up
+from dynroute.replicas import _health, _positions, down_replicas, mark_up
 from dynroute.signals import replica_marked_down
 from tests.testapp.models import Item
 
@@ -272,3 +272,25 @@ def test_a_replica_that_fails_after_the_chosen_one_is_reported_by_the_policy_cla
     finally:
         replica_marked_down.disconnect(receiver)
     assert senders == [PrimaryReplica, PrimaryReplica]  # replica2 (chosen), then replica1
+
+
+def test_a_replica_that_fails_while_its_position_is_checked_is_reported_by_the_policy_class(
+    clock: list[float], broken: Any
+) -> None:
+    """Checking a needed position connects too: a failure there names PrimaryReplica."""
+    break_, _, attempts = broken
+    break_("replica1")
+    senders: list[object] = []
+
+    def receiver(sender: object, **kwargs: Any) -> None:
+        senders.append(sender)
+
+    replica_marked_down.connect(receiver)
+    try:
+        needing = _positions.Needing({"default": _positions.Lsn(1, 1)})
+        with needing, in_database(policy=replicas(choose=lambda up: up[0])):
+            assert read_alias() == "default"  # replica1 down, replica2 without it
+    finally:
+        replica_marked_down.disconnect(receiver)
+    assert attempts["replica1"] == 1
+    assert senders == [PrimaryReplica]

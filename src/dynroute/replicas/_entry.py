@@ -38,6 +38,7 @@ from dynroute.replicas._positions import (
     lag_due,
     reached,
     replayed,
+    supports,
 )
 
 if TYPE_CHECKING:
@@ -282,8 +283,11 @@ def _caught_up(policy: Policy, chosen: str | None, needs: Position, *, ask: bool
             return alias
         if not ask or is_down(alias) or not connects(alias, policy):
             continue
+        wrapper = connection(alias)
+        if not supports(wrapper):
+            continue  # a backend without positions never has the one needed
         try:
-            if reached(replayed(connection(alias)), needs):
+            if reached(replayed(wrapper), needs):
                 return alias
         except DatabaseError:
             continue
