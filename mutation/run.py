@@ -130,6 +130,10 @@ def reachable(backend: str) -> bool:
     return True
 
 
+#: The characters mutmut's spinner draws at the start of its progress lines.
+_SPINNER = frozenset("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
+
+
 def mutmut(*args: str, backend: str, options: argparse.Namespace) -> None:
     """Run mutmut with the test databases of ``backend``, one set per test process."""
     env = {
@@ -145,7 +149,10 @@ def mutmut(*args: str, backend: str, options: argparse.Namespace) -> None:
     tail = done.stdout.replace("\r", "\n").strip().splitlines()[-3:]
     print("\n".join(f"  {line}" for line in tail))
     if done.returncode != 0:
-        print(done.stdout[-4000:], done.stderr[-4000:], sep="\n")
+        # Its output without the progress lines: a failing clean run shows its test there.
+        lines = done.stdout.replace("\r", "\n").splitlines()
+        kept = [line for line in lines if line.strip() and line.lstrip()[:1] not in _SPINNER]
+        print("\n".join(kept[-200:]), done.stderr[-4000:], sep="\n")
         msg = f"mutmut {args[0]} failed ({done.returncode})"
         raise SystemExit(msg)
 
