@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.standby import running
+
 #: The temporary directories of the pairs: ``tempfile.mkdtemp`` adds a random tail.
 PREFIX = "dynroute-mariadb-"
 #: In a pair's directory: the pid of the run that started it.
@@ -317,7 +319,7 @@ def _remove_abandoned() -> None:
             owner = int((directory / OWNER).read_text())
         except (OSError, ValueError):
             continue  # being created, or not a pair
-        if _running(owner):
+        if running(owner):
             continue
         for server in SERVERS:
             _kill(directory, server)
@@ -345,17 +347,6 @@ def _runs_in(pid: int, directory: Path) -> bool:
     except OSError:
         return False
     return str(directory).encode() in command
-
-
-def _running(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's
-    return True
 
 
 def _free_ports(count: int) -> list[int]:

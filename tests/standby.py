@@ -182,7 +182,7 @@ def _drop_abandoned_slots(cursor: Any) -> None:
     )
     for (name,) in cursor.fetchall():
         *machine, pid = name.removeprefix(SLOT_PREFIX).split("_")
-        if machine not in ([], [MACHINE]) or not pid.isdigit() or _running(int(pid)):
+        if machine not in ([], [MACHINE]) or not pid.isdigit() or running(int(pid)):
             continue
         cursor.execute(
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
@@ -191,7 +191,7 @@ def _drop_abandoned_slots(cursor: Any) -> None:
         )
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     """Whether a process ``pid`` runs on this machine."""
     try:
         os.kill(pid, 0)
