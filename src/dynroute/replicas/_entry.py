@@ -19,6 +19,7 @@ from dynroute import _switches, observe
 from dynroute.replicas._health import (
     DOWN,
     THREAD_CONNECTIONS,
+    Group,
     connection,
     connects,
     down_now,
@@ -47,15 +48,14 @@ if TYPE_CHECKING:
     from dynroute.replicas._positions import Pin
 
 
-class Policy(Protocol):
+__all__ = ["Entry", "make_entry", "replayed_here", "usable_replicas"]
+
+logger = logging.getLogger("dynroute")
+
+
+class Policy(Group, Protocol):
     """What an entry needs of its ``PrimaryReplica`` (the policy's module imports this one)."""
 
-    @property
-    def primary(self) -> str: ...
-    @property
-    def replicas(self) -> tuple[str, ...]: ...
-    @property
-    def down_seconds(self) -> float: ...
     @property
     def max_lag(self) -> float | None: ...
     @property
@@ -65,11 +65,6 @@ class Policy(Protocol):
     @property
     def pin_after_write(self) -> bool: ...
     def choose(self) -> str | None: ...
-
-
-__all__ = ["Entry", "make_entry", "replayed_here", "usable_replicas"]
-
-logger = logging.getLogger("dynroute")
 
 
 def make_entry(policy: Policy, *, ask: bool) -> Entry:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DOWN",
     "THREAD_CONNECTIONS",
+    "Group",
     "connection",
     "connects",
     "down_now",
@@ -54,8 +55,8 @@ _DOWN_LOCK = threading.Lock()
 THREAD_CONNECTIONS = threading.local()
 
 
-class _Group(Protocol):
-    """What :func:`usable` needs of a ``PrimaryReplica``."""
+class Group(Protocol):
+    """What :func:`usable` and :func:`connects` need of a ``PrimaryReplica``."""
 
     @property
     def primary(self) -> str: ...
@@ -78,7 +79,7 @@ def connection(alias: str) -> BaseDatabaseWrapper:
     return cached if cached is not None else _fresh_connection(alias)
 
 
-def usable(group: _Group, first: str | None = None, *, skip: str | None = None) -> str:
+def usable(group: Group, first: str | None = None, *, skip: str | None = None) -> str:
     """Return a replica of ``group`` whose connection opens here, else its primary.
 
     ``first`` (already found up by the caller) is tried first, then the other
@@ -123,7 +124,7 @@ def down_now(alias: str) -> bool:
     return mark is not None and time.monotonic() < mark[0]
 
 
-def connects(alias: str, group: _Group) -> bool:
+def connects(alias: str, group: Group) -> bool:
     """Open this thread's connection to replica ``alias`` of ``group``; mark it down on failure."""
     return _connects(alias, group.down_seconds, type(group))
 
