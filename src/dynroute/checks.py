@@ -116,31 +116,32 @@ def check_replica_mirrors(
             listed = cast("Sequence[object]", replicas)
             names = tuple(str(alias) for alias in listed)
             known.add((str(middleware.get("primary", "default")), names))
+    # One warning per (primary, replica), however many groups list the replica.
+    listed_pairs = sorted({(primary, replica) for primary, aliases in known for replica in aliases})
     warnings: list[checks.CheckMessage] = []
-    for primary, aliases in sorted(known):
-        for replica in aliases:
-            config: Any = connections.settings.get(replica)
-            if not isinstance(config, dict):
-                continue  # not configured: entering a block says so
-            database = cast("dict[str, Any]", config)
-            test: Any = database.get("TEST") or {}
-            if isinstance(test, dict):
-                mirrored = cast("dict[str, Any]", test)
-                if mirrored.get("MIRROR") == primary:
-                    continue
-            warnings.append(
-                checks.Warning(
-                    f"The replica {replica!r} of {primary!r} does not mirror it in tests: "
-                    "Django's test runner would give it an empty test database of its own, "
-                    "and reads routed to it would not see the rows tests write.",
-                    hint=(
-                        f'Add "TEST": {{"MIRROR": {primary!r}}} to DATABASES[{replica!r}] '
-                        "(and use TransactionTestCase where a test reads rows it wrote)."
-                    ),
-                    obj=replica,
-                    id="dynroute.W010",
-                )
+    for primary, replica in listed_pairs:
+        config: Any = connections.settings.get(replica)
+        if not isinstance(config, dict):
+            continue  # not configured: entering a block says so
+        database = cast("dict[str, Any]", config)
+        test: Any = database.get("TEST") or {}
+        if isinstance(test, dict):
+            mirrored = cast("dict[str, Any]", test)
+            if mirrored.get("MIRROR") == primary:
+                continue
+        warnings.append(
+            checks.Warning(
+                f"The replica {replica!r} of {primary!r} does not mirror it in tests: "
+                "Django's test runner would give it an empty test database of its own, "
+                "and reads routed to it would not see the rows tests write.",
+                hint=(
+                    f'Add "TEST": {{"MIRROR": {primary!r}}} to DATABASES[{replica!r}] '
+                    "(and use TransactionTestCase where a test reads rows it wrote)."
+                ),
+                obj=replica,
+                id="dynroute.W010",
             )
+        )
     return warnings
 
 
