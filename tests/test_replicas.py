@@ -35,6 +35,7 @@ from dynroute.exceptions import (
 from dynroute.replicas import (
     Entry,
     _entry,
+    _health,
     _policy,
     _positions,
     describe_pins,
@@ -617,13 +618,29 @@ def test_the_check_warns_about_a_replica_that_does_not_mirror_its_primary() -> N
     finally:
         for alias, test in saved.items():
             settings[alias]["TEST"] = test
-    # Other tests made PrimaryReplicas on other primaries: only default's are asked here.
-    ours = [w for w in warnings if "of 'default'" in w.msg]
+    # Other tests made PrimaryReplicas on other primaries, and on default with other
+    # replicas (run before this one in mutmut's order): only these two are asked here.
+    ours = [w for w in warnings if "of 'default'" in w.msg and w.obj in REPLICAS]
     [warning] = ours
     assert [w.obj for w in ours] == ["replica2"]
     assert warning.id == "dynroute.W010"
     assert warning.level == checks.WARNING
     assert """"TEST": {"MIRROR": 'default'}""" in warning.hint
+
+
+def test_the_check_warns_once_about_a_replica_that_several_groups_list() -> None:
+    """Two groups of one primary listing the same replica: one dynroute.W010 for it."""
+    PrimaryReplica("default", ("replica2", "replica1"))
+    PrimaryReplica("default", ("replica2",))
+    settings = connections.settings
+    saved = settings["replica2"].get("TEST")
+    try:
+        settings["replica2"]["TEST"] = {"NAME": "x"}
+        warnings = check_replica_mirrors()
+    finally:
+        settings["replica2"]["TEST"] = saved
+    about = [w for w in warnings if w.obj == "replica2" and "of 'default'" in w.msg]
+    assert len(about) == 1
 
 
 def test_the_check_reads_the_middleware_setting() -> None:
@@ -970,3 +987,25 @@ def test_a_replica_late_past_max_lag_is_reported_by_the_policy_class_then_caught
 def test_a_server_that_is_not_a_replica_is_never_late() -> None:
     """A "replica" alias on a server not in recovery (or not replicating) has nothing to replay."""
     assert _positions._lag(connections["replica1"]) == 0.0
+
+
+def test_an_entry_keeps_its_chosen_replica_when_the_cache_shows_it_caught_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both replicas known to have replayed the position: round robin still alternates."""
+    needed = _positions.Lsn(7, 0x1D008158)
+    replayed = dict.fromkeys(REPLICAS, _positions.Lsn(7, 0x1D008160))
+    monkeypatch.setattr(_entry, "replayed_here", replayed.get)
+    policy = PrimaryReplica("default", REPLICAS)
+    with _positions.Needing({"default": needed}):
+        chosen = [_entry.make_entry(policy, ask=False).replica for _ in range(4)]
+    assert chosen == ["replica1", "replica2", "replica1", "replica2"]
+
+
+def test_a_lagging_replica_is_not_usable_while_no_replica_is_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """usable_replicas leaves out a replica found past max_lag, with nothing marked down."""
+    monkeypatch.setitem(_positions.LAGGING, "replica1", 2.5)
+    assert not _health.DOWN
+    assert _entry.usable_replicas(PrimaryReplica("default", REPLICAS)) == ("replica2",)
