@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dynroute.runtime._async import aenter, aleave, drop
+from dynroute.runtime._connections import scrub
 from dynroute.runtime._registry import (
     DEFAULT_MAX_IDLE_CONNECTIONS,
     active_aliases,
@@ -32,4 +33,5 @@ __all__ = [
     "enter",
     "leave",
     "remove_listener",
+    "scrub",
 ]

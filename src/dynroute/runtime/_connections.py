@@ -13,7 +13,8 @@ import contextlib
 import logging
 import re
 import threading
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, connections
@@ -38,6 +39,7 @@ __all__ = [
     "forget_detached",
     "in_orm_thread",
     "load_engine",
+    "scrub",
 ]
 
 logger = logging.getLogger("dynroute")
@@ -110,23 +112,26 @@ def _describe_failure(config: DatabaseConfiguration, error: Exception, what: str
         for key in ("NAME", "HOST", "PORT")
         if settings.get(key)
     )
-    reason = str(error)
-    for secret in _secrets(config):
-        reason = reason.replace(secret, "********")
-    reason = reason.strip()[:500]
+    reason = scrub(str(error), settings).strip()[:500]
     return (
         f"{what} the runtime database {config.alias!r} ({where}): {type(error).__name__}: {reason}"
     )
 
 
-def _secrets(config: DatabaseConfiguration) -> list[str]:
-    values = [config.settings["PASSWORD"]]
-    values.extend(
-        value
-        for key, value in config.settings["OPTIONS"].items()
-        if isinstance(value, str) and _SECRET_OPTION.search(str(key))
-    )
-    return [value for value in values if value]
+def scrub(text: str, settings: Mapping[str, object]) -> str:
+    """``text`` with the password and the secret-looking options of ``settings`` masked."""
+    values: list[object] = [settings.get("PASSWORD")]
+    options = settings.get("OPTIONS")
+    if isinstance(options, Mapping):
+        values.extend(
+            value
+            for key, value in cast("Mapping[object, object]", options).items()
+            if _SECRET_OPTION.search(str(key))
+        )
+    for secret in values:
+        if isinstance(secret, str) and secret:
+            text = text.replace(secret, "********")
+    return text
 
 
 def close_here(alias: str) -> None:
