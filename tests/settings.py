@@ -111,7 +111,14 @@ def _databases(backend: str) -> dict[str, dict[str, Any]]:
 
 DATABASES = _databases(BACKEND)
 DATABASE_ROUTERS = ["dynroute.DynamicDbRouter"]
-INSTALLED_APPS = ["django.contrib.contenttypes", "dynroute", "tests.testapp"]
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "dynroute",
+    "tests.testapp",
+    "tests.fleetapp",
+]
+# tests/fleet.py: the databases the fleet suites create (tests/test_fleet*.py).
+DYNROUTE_DATABASES = "tests.fleet.databases"
 SECRET_KEY = "dynroute-tests"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"

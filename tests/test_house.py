@@ -13,7 +13,17 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 MODULES = sorted(SRC.rglob("*.py"))
 #: The rooms of the house, each a folder with a face (its __init__) that only re-exports.
-ROOMS = ("core", "observe", "runtime", "writes", "replicas", "tenants", "routing", "http")
+ROOMS = (
+    "core",
+    "observe",
+    "runtime",
+    "writes",
+    "replicas",
+    "tenants",
+    "routing",
+    "http",
+    "fleet",
+)
 
 #: The modules that import inside a function, and why: none does it to dodge a loop
 #: (import-linter sees those imports too, and would report the loop).
@@ -113,4 +123,4 @@ def test_each_room_has_a_face_that_only_re_exports(room):
 def test_every_folder_of_the_package_is_a_room_or_an_integration():
     """A new folder is a new room: add it to ROOMS (and to the contracts in pyproject.toml)."""
     folders = {path.parent.name for path in (SRC / "dynroute").glob("*/__init__.py")}
-    assert folders == {*ROOMS, "contrib", "demo"}
+    assert folders == {*ROOMS, "contrib", "demo", "management"}  # management: Django's

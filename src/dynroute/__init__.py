@@ -28,6 +28,7 @@ from dynroute.core import (
     WriteOnly,
 )
 from dynroute.exceptions import DynrouteError
+from dynroute.fleet import DatabaseResult, aeach_database, each_database
 from dynroute.replicas import PrimaryReplica, UsePrimary, use_primary
 from dynroute.routing import (
     DynamicDbRouter,
@@ -44,6 +45,7 @@ from dynroute.writes import PreventWrites, atomic, on_commit, prevent_writes
 __all__ = [
     "DatabaseAlias",
     "DatabaseConfiguration",
+    "DatabaseResult",
     "DatabaseTarget",
     "DynamicDbRouter",
     "DynrouteError",
@@ -57,10 +59,12 @@ __all__ = [
     "Unlocked",
     "UsePrimary",
     "WriteOnly",
+    "aeach_database",
     "atomic",
     "close_idle_connections",
     "current_alias",
     "current_route",
+    "each_database",
     "in_database",
     "on_commit",
     "prevent_writes",

@@ -129,6 +129,21 @@ stopped with transactions waiting). Sender: :class:`~dynroute.PrimaryReplica`.""
 replica_caught_up = DynrouteSignal()
 """Sent when a replica found lagging is back within ``max_lag``: ``alias``, ``lag``."""
 
+
+class _PlainSignal(Signal):
+    """A Django signal that blocks do not watch: a receiver switches nothing on."""
+
+
+database_started = _PlainSignal()
+"""Sent (in the process that runs the command or the fan-out) when work starts on one
+database of the directory: ``name`` (its name in ``DYNROUTE_DATABASES``) and
+``operation`` (``"check"``, ``"migrate"``, ``"run"``, ``"create"``, ``"each"``). A plain
+Django signal: a receiver costs blocks nothing. Sender: ``None``."""
+database_finished = _PlainSignal()
+"""Sent when that work ends: ``name``, ``operation``, ``status`` (``"migrated"``,
+``"up to date"``, ``"behind"``, ``"done"``, ``"failed"``, ``"not run"``), ``error`` (the
+error's class and message, secrets masked; empty unless it failed), ``seconds``."""
+
 _ALL = (
     block_entered,
     block_exited,

@@ -1,0 +1,135 @@
+"""Migrations across the directory: which databases are behind, and bringing them up.
+
+:func:`check` reads every database's applied migrations (one query each, in threads)
+and compares them with the graph, built once. :func:`migrate` checks, then applies
+what the databases that are behind lack, in worker processes, each database under its
+migration lock (a database another run brought up meanwhile is found up to date).
+Outcomes come back in the order of the names; one database's failure never stops
+the others.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dynroute.fleet import _migrations
+from dynroute.fleet._on import on_database
+from dynroute.fleet._pool import Outcome, Processes, Threads, failure, schedule
+from dynroute.tenants import Directory, server_of
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+__all__ = ["Bounds", "check", "migrate", "migrate_one", "run_each", "servers"]
+
+#: Databases a worker process migrates before it is replaced by a fresh one.
+DEFAULT_RECYCLE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """How much runs at once, and what to tell as it does."""
+
+    parallel: int = 4
+    per_server: int | None = None
+    recycle: int = DEFAULT_RECYCLE
+    stop: threading.Event | None = None
+    started: Callable[[str], None] | None = None
+    finished: Callable[[Outcome], None] | None = None
+
+
+def servers(entries: Directory, names: Iterable[str]) -> tuple[dict[str, str], list[Outcome]]:
+    """The server of each name, and the outcomes of names whose target is refused."""
+    found: dict[str, str] = {}
+    refused: list[Outcome] = []
+    for name in names:
+        try:
+            found[name] = server_of(entries.target(name))
+        except Exception as error:  # noqa: BLE001, PERF203 - that database's failure
+            refused.append(failure(name, error))
+    return found, refused
+
+
+def check(entries: Directory, names: Iterable[str], bounds: Bounds) -> list[Outcome]:
+    """Whether each database is ``"up to date"`` or ``"behind"`` (with what it lacks)."""
+    graph = _migrations.graph()
+
+    def read(name: str) -> Outcome:
+        done, outcome = on_database(name, _migrations.applied, entries=entries)
+        if done is not None:
+            pending = graph.pending(done)
+            outcome.status = "behind" if pending else "up to date"
+            outcome.migrations = tuple(f"{app}.{migration}" for app, migration in pending)
+        return outcome
+
+    return run_each(entries, names, Threads(read, bounds.parallel), bounds)
+
+
+def migrate(entries: Directory, names: Iterable[str], bounds: Bounds) -> list[Outcome]:
+    """Bring every database of ``names`` up to date; the outcome of each.
+
+    The check runs first, in threads; only the databases behind go to the workers.
+    """
+    checked = check(entries, names, _quiet(bounds))
+    outcomes = {outcome.name: outcome for outcome in checked}
+    behind = [outcome.name for outcome in checked if outcome.status == "behind"]
+    for outcome in checked:
+        if outcome.status != "behind" and bounds.finished is not None:
+            bounds.finished(outcome)
+    if behind:
+        workers = Processes(migrate_one, min(bounds.parallel, len(behind)), recycle=bounds.recycle)
+        for outcome in run_each(entries, behind, workers, bounds):
+            outcomes[outcome.name] = outcome
+    return [outcomes[outcome.name] for outcome in checked]
+
+
+def migrate_one(name: str) -> Outcome:
+    """Migrate ``name``'s database under its lock (in a worker process)."""
+
+    def work(connection: BaseDatabaseWrapper) -> list[_migrations.Key]:
+        with _migrations.locked(connection):
+            return _migrations.migrate(connection, _migrations.applied(connection))
+
+    done, outcome = on_database(name, work)
+    outcome.exception = None  # the message travels; the exception may not pickle
+    if done is not None:
+        outcome.status = "migrated" if done else "up to date"
+        outcome.migrations = tuple(f"{app}.{migration}" for app, migration in done)
+    return outcome
+
+
+def run_each(
+    entries: Directory,
+    names: Iterable[str],
+    runner: Threads | Processes,
+    bounds: Bounds,
+) -> list[Outcome]:
+    """Schedule ``runner`` over ``names`` within ``bounds``: refused targets fail first."""
+    order = list(names)
+    found, refused = servers(entries, order)
+    for outcome in refused:
+        if bounds.finished is not None:
+            bounds.finished(outcome)
+    with runner:
+        ran = schedule(
+            [name for name in order if name in found],
+            found,
+            runner,
+            parallel=bounds.parallel,
+            per_server=bounds.per_server,
+            stop=bounds.stop,
+            started=bounds.started,
+            finished=bounds.finished,
+        )
+    by_name = {outcome.name: outcome for outcome in (*ran, *refused)}
+    return [by_name[name] for name in order]
+
+
+def _quiet(bounds: Bounds) -> Bounds:
+    """The same bounds, telling nothing (the check before migrating)."""
+    return Bounds(bounds.parallel, bounds.per_server, bounds.recycle, bounds.stop)

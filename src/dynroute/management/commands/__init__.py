@@ -1,0 +1,1 @@
+"""``manage.py dynroute`` (commands/dynroute.py)."""

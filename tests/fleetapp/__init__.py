@@ -1,0 +1,1 @@
+"""An app with migrations, for the suites that migrate the directory's databases."""
