@@ -141,6 +141,8 @@ def mutmut(*args: str, backend: str, options: argparse.Namespace) -> None:
         "DYNROUTE_TEST_DB": backend,
         "DYNROUTE_TEST_DB_PER_PROCESS": "1",
         "DYNROUTE_HYPOTHESIS_NO_SHRINK": "1",
+        # tests/test_fleet.py on 10 databases (20 for fan-out), not 100: it runs per mutant.
+        "DYNROUTE_FLEET_SIZE": "10",
     }
     command = ["mutmut", *args, "--max-children", str(options.max_children)]
     print(f"+ DYNROUTE_TEST_DB={backend} {' '.join(command[:6])}{' ...' * (len(command) > 6)}")

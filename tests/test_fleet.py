@@ -35,9 +35,11 @@ if TYPE_CHECKING:
 
 #: What fleetapp's migrations leave in django_migrations, besides contenttypes'.
 ALL_FLEET = {"fleetapp.0001_initial", "fleetapp.0002_account_note"}
-SIZE = 100
-#: The fleet: SIZE for the migration suites, all of it for fan-out.
-FLEET = 200
+#: Databases of the migration suites (mutation testing, which runs the suite once per
+#: mutant, makes it 10: the figures of the issue are the full suite's).
+SIZE = int(os.environ.get("DYNROUTE_FLEET_SIZE", "100"))
+#: The whole fleet, for fan-out.
+FLEET = 2 * SIZE
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,11 @@ def fleet_names(
 
 def _create(name: str) -> None:
     _drop(name)
-    if BACKEND != "sqlite":
+    if BACKEND == "postgresql":
+        # FILE_COPY (PostgreSQL 15+): a copy of template1's files, and a drop that does not
+        # wait for a checkpoint: half the time of the default for a fleet of them.
+        query(None, f"CREATE DATABASE {name} STRATEGY FILE_COPY")
+    elif BACKEND == "mariadb":
         query(None, f"CREATE DATABASE {name}")
 
 
@@ -171,9 +177,10 @@ def test_a_failing_migration_stops_only_its_databases_and_resume_takes_exactly_t
     databases: Fleet, tmp_path: Path
 ) -> None:
     """3 of 100 fail: 97 migrated, the 3 named, status 1; ``--resume`` migrates the 3."""
-    chosen = databases.use(SIZE, fail=33)
+    every = SIZE // 3
+    chosen = databases.use(SIZE, fail=every)
     names = list(chosen)
-    failing = names[32::33]
+    failing = names[every - 1 :: every][:3]
     state = str(tmp_path / "state.json")
     status, out, err = dynroute("migrate", "--parallel", "3", "--state", state)
     assert status == 1
