@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from django.core.signals import setting_changed
+
 if TYPE_CHECKING:
     from django.apps.registry import Apps
     from django.db.backends.base.schema import BaseDatabaseSchemaEditor
@@ -39,6 +41,9 @@ def write(
         slow: How long ``0002`` takes, in seconds.
     """
     CONTROL.write_text(json.dumps({"databases": databases, "fail": fail or [], "slow": slow}))
+    # What a project does when its directory changes under a running process: the
+    # process's cached copy (dynroute.database_named) is read again.
+    setting_changed.send(None, setting="DYNROUTE_DATABASES", value=None, enter=True)
 
 
 def _read() -> dict[str, Any]:

@@ -117,6 +117,8 @@ INSTALLED_APPS = [
     "tests.testapp",
     "tests.fleetapp",
 ]
+if os.environ.get("DYNROUTE_TEST_CELERY"):  # the worker process of tests/test_celery_routes.py
+    INSTALLED_APPS.append("dynroute.contrib.celery")
 # tests/fleet.py: the databases the fleet suites create (tests/test_fleet*.py).
 DYNROUTE_DATABASES = "tests.fleet.databases"
 SECRET_KEY = "dynroute-tests"

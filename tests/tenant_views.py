@@ -46,6 +46,11 @@ def tenant_database(request: HttpRequest) -> object:
     return TENANT_DATABASES[int(tenant) % len(TENANT_DATABASES)]
 
 
+def named_tenant(request: HttpRequest) -> object:
+    """The resolver as a directory user writes it: the tenant's ``DatabaseAlias``."""
+    return dynroute.DatabaseAlias(str(tenant_database(request)))
+
+
 async def atenant_database(request: HttpRequest) -> object:
     """The resolver as a coroutine function (ASGI)."""
     await asyncio.sleep(0)

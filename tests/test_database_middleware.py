@@ -284,8 +284,8 @@ def test_half_a_policy_is_refused_naming_what_a_resolver_may_return(browser):
         browser.get("reads", {"tenant": "half-policy"})
     assert str(raised.value) == (
         "The resolver of settings.DYNROUTE_REQUEST_ROUTE returned a ReadsOnly for GET "
-        f"{path(browser, 'reads')}: it must return an alias, a settings dict, a "
-        "RoutingPolicy, an in_database() block, or None."
+        f"{path(browser, 'reads')}: it must return an alias, a settings dict, a target "
+        "(database_named()), a RoutingPolicy, an in_database() block, or None."
     )
 
 
@@ -329,3 +329,11 @@ def test_200_concurrent_async_requests_across_20_tenants_are_never_misrouted(loo
         written = Item.objects.using(alias).exclude(name=MARKERS[alias]).count()
         assert written == sum(1 for result in results if result[1] == alias)
     assert not Item.objects.using("default").exclude(name=MARKERS["default"]).exists()
+
+
+def test_a_resolver_may_return_a_target_from_the_directory(browser):
+    """``database_named()`` gives a DatabaseAlias: the request reads and writes there."""
+    with served(DYNROUTE_REQUEST_ROUTE="tests.tenant_views.named_tenant"):
+        response = browser.get("reads", {"tenant": 1, "name": "saved-by-name"})
+    assert source(response) == "replica1"
+    assert response.json()["write_db"] == "replica1"

@@ -39,7 +39,7 @@ from dynroute.routing import (
     in_database,
 )
 from dynroute.runtime import close_idle_connections
-from dynroute.tenants import Unlocked, unlocked
+from dynroute.tenants import Unlocked, database_named, unlocked
 from dynroute.writes import PreventWrites, atomic, on_commit, prevent_writes
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "close_idle_connections",
     "current_alias",
     "current_route",
+    "database_named",
     "each_database",
     "in_database",
     "on_commit",

@@ -19,7 +19,12 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from dynroute import tenants
-from dynroute.core import iscoroutinefunction, markcoroutinefunction
+from dynroute.core import (
+    DatabaseAlias,
+    DatabaseConfiguration,
+    iscoroutinefunction,
+    markcoroutinefunction,
+)
 from dynroute.exceptions import ConfigurationError, UsageError
 from dynroute.http._streaming import imported, stream_in, sync_answer
 from dynroute.routing import InDatabase, in_database
@@ -29,7 +34,7 @@ if TYPE_CHECKING:
 
     from django.http import HttpResponseBase
 
-    from dynroute.core import Block, RoutingPolicy
+    from dynroute.core import Block, DatabaseTarget, RoutingPolicy
     from dynroute.http._streaming import AsyncGetResponse
 
 __all__ = ["DatabaseMiddleware", "RequestRouteSettings"]
@@ -152,8 +157,9 @@ class DatabaseMiddleware:
         if isinstance(given, InDatabase):
             # isinstance() gives pyright InDatabase[Unknown]; mypy's is InDatabase[Any].
             block: InDatabase[Any] = given  # pyright: ignore[reportUnknownVariableType]
-        elif isinstance(given, (str, dict)):
-            target = cast("str | dict[str, Any]", given)
+        elif isinstance(given, (str, dict, DatabaseAlias, DatabaseConfiguration)):
+            # A DatabaseAlias or DatabaseConfiguration: what database_named() gives.
+            target = cast("str | dict[str, Any] | DatabaseTarget", given)
             block = in_database(target, write=True)
         elif callable(getattr(given, "db_for_read", None)) and callable(
             getattr(given, "db_for_write", None)
@@ -165,7 +171,8 @@ class DatabaseMiddleware:
             msg = (
                 f"The resolver of settings.{_ROUTE_SETTING} returned a {type(given).__name__} "
                 f"for {request.method} {request.path}: it must return an alias, a settings "
-                "dict, a RoutingPolicy, an in_database() block, or None."
+                "dict, a target (database_named()), a RoutingPolicy, an in_database() block, "
+                "or None."
             )
             raise UsageError(msg)
         if not self.settings.lock:

@@ -8,7 +8,7 @@ import. Work across the directory's databases is in ``dynroute.fleet``.
 from __future__ import annotations
 
 from dynroute.tenants._directory import SETTING as DIRECTORY_SETTING
-from dynroute.tenants._directory import Directory, server_of
+from dynroute.tenants._directory import Directory, database_named, server_of
 from dynroute.tenants._directory import current as current_directory
 from dynroute.tenants._directory import load as load_directory
 from dynroute.tenants._locks import Unlocked, check, lock, release, unlocked
@@ -19,6 +19,7 @@ __all__ = [
     "Unlocked",
     "check",
     "current_directory",
+    "database_named",
     "load_directory",
     "lock",
     "release",

@@ -35,7 +35,7 @@ from dynroute.exceptions import ConfigurationError, DynrouteError, UnknownDataba
 if TYPE_CHECKING:
     from dynroute.core import DatabaseTarget
 
-__all__ = ["SETTING", "Directory", "current", "load", "server_of"]
+__all__ = ["SETTING", "Directory", "current", "database_named", "load", "server_of"]
 
 SETTING: Final = "DYNROUTE_DATABASES"
 
@@ -43,7 +43,7 @@ SETTING: Final = "DYNROUTE_DATABASES"
 class Directory:
     """The databases of ``settings.DYNROUTE_DATABASES``, by name, in the order given."""
 
-    __slots__ = ("_given", "_lock", "_targets")
+    __slots__ = ("_aliases", "_given", "_lock", "_targets")
 
     def __init__(self, entries: Iterable[tuple[str, object]]) -> None:
         """Check the names; keep each target as given until it is needed.
@@ -64,6 +64,7 @@ class Directory:
             given[name] = target
         self._given = given
         self._targets: dict[str, DatabaseTarget] = {}
+        self._aliases: dict[str, str] | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -107,6 +108,22 @@ class Directory:
             raise ConfigurationError(msg) from None
         with self._lock:
             return self._targets.setdefault(name, target)
+
+    def name_of(self, alias: str) -> str | None:
+        """The name whose target has ``alias`` (a runtime configuration's), if any.
+
+        The first call resolves every target (lazy ones too), once.
+        """
+        aliases = self._aliases
+        if aliases is None:
+            found: dict[str, str] = {}
+            for name in self._given:
+                try:
+                    found.setdefault(self.target(name).alias, name)
+                except ConfigurationError:  # noqa: PERF203 - once per directory
+                    continue  # a target refused is no database's name
+            aliases = self._aliases = found
+        return aliases.get(alias)
 
     def select(self, only: Iterable[str] | None = None, exclude: Iterable[str] = ()) -> list[str]:
         """The names of ``only`` (all by default) less ``exclude``, in directory order.
@@ -201,6 +218,37 @@ def _forget(*, setting: str, **kwargs: object) -> None:  # noqa: ARG001 - a rece
 
 
 setting_changed.connect(_forget, dispatch_uid="dynroute.directory")
+
+
+def database_named(name: str) -> DatabaseTarget:
+    """The target ``settings.DYNROUTE_DATABASES`` gives ``name``: for a resolver, a block.
+
+    ::
+
+        def database_for(request):                  # DYNROUTE_REQUEST_ROUTE
+            return database_named(request.tenant_name)
+
+    A name the cached directory lacks is looked for again in the directory read afresh
+    (a tenant added since).
+
+    Raises:
+        UnknownDatabaseError: Neither has it.
+        ConfigurationError: ``DYNROUTE_DATABASES`` is missing or wrong, or the name's
+            target is refused.
+    """
+    entries = current()
+    if name not in entries:
+        entries = _reload()
+    return entries.target(name)
+
+
+def _reload() -> Directory:
+    """Read the directory afresh and keep it as the current one."""
+    global _current  # noqa: PLW0603 - the cache, replaced
+    fresh = load()
+    with _current_lock:
+        _current = fresh
+    return fresh
 
 
 def server_of(target: DatabaseTarget) -> str:

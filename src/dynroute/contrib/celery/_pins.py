@@ -2,12 +2,14 @@
 
 - ``before_task_publish`` (in the publishing process): what the enqueuing code must
   carry (:func:`dynroute.replicas.positions_to_carry`: the positions it was given, and
-  those of its writes in active ``PrimaryReplica`` blocks) goes into the message's
-  headers, as ``headers["dynroute"] = {"v": 1, "positions": pack(...)}``. Nothing is
-  added when nothing is carried.
+  those of its writes in active ``PrimaryReplica`` blocks) and its route (by name,
+  :mod:`._routes`) go into the message's headers, as
+  ``headers["dynroute"] = {"v": 1, "positions": pack(...), "route": {...}}``, each key
+  only when there is something to carry; nothing at all when neither is.
 - ``task_prerun`` / ``task_postrun`` (in the worker, in the thread that runs the task):
-  the header's positions are needed by the ``PrimaryReplica`` blocks the task enters
-  (:class:`dynroute.replicas.Needing`), and no longer after it.
+  the task runs inside blocks on the header's route, and the header's positions are
+  needed by the ``PrimaryReplica`` blocks it enters (:class:`dynroute.replicas.Needing`);
+  both are undone after it.
 
 A header is read from the task's request: Celery (5.x, protocol 2) gives a message's
 custom headers as ``task.request.headers``, and each also as an attribute of the
@@ -19,10 +21,11 @@ not read is ignored with a warning once per version and process.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from django.core.exceptions import SynchronousOnlyOperation
 
+from dynroute.contrib.celery._routes import enter_route, route_to_carry
 from dynroute.replicas import Needing, pack, positions_to_carry, unpack
 
 try:
@@ -36,7 +39,7 @@ except ModuleNotFoundError as error:
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dynroute.replicas import Position
+    from dynroute.routing import InDatabase
 
 __all__ = ["HEADER", "VERSION", "apply_pins", "carry_pins", "connect", "disconnect", "drop_pins"]
 
@@ -58,7 +61,7 @@ _MAX_WARNED: Final = 16
 #: ``apply()`` inside a task runs between its prerun and its postrun; each run has a
 #: request of its own, the same object in both signals. The pins themselves are in a
 #: ContextVar (``Needing``), reset in the thread and context that set them.
-_ACTIVE: dict[int, Needing] = {}
+_ACTIVE: dict[int, tuple[list[InDatabase[Any]], Needing | None]] = {}
 #: The unknown versions warned about in this process.
 _WARNED: set[str] = set()
 
@@ -89,6 +92,7 @@ def carry_pins(
     try:
         carried = positions_to_carry()
     except SynchronousOnlyOperation:
+        carried = None
         # Reading a primary's position is a query, which Django refuses in an event
         # loop's thread; the task is published all the same.
         logger.warning(
@@ -98,26 +102,43 @@ def carry_pins(
             "`await sync_to_async(task.delay)(...)`.",
             sender,
         )
-        return
+    header: dict[str, object] = {"v": VERSION}
     if carried:
-        headers[HEADER] = {"v": VERSION, "positions": pack(carried)}
+        header["positions"] = pack(carried)
+    route = route_to_carry(sender)
+    if route is not None:
+        header["route"] = route
+    if len(header) > 1:
+        headers[HEADER] = header
 
 
 def apply_pins(*, task: _Task, task_id: object = None, **kwargs: object) -> None:  # noqa: ARG001 - a signal receiver
     """``task_prerun``: make the task's PrimaryReplica blocks need its header's positions."""
     request = task.request
-    needs = _read(_header(request), task.name, task_id)
+    header = _header(request)
+    fields = _read(header, task.name, task_id)
+    if fields is None:
+        return
+    blocks = enter_route(fields.get("route"), task.name)
+    needs = unpack(fields["positions"]) if "positions" in fields else None
+    needing = None
     if needs:
         needing = Needing(needs)
         needing.__enter__()
-        _ACTIVE[id(request)] = needing
+    if blocks or needing is not None:
+        _ACTIVE[id(request)] = (blocks, needing)
 
 
 def drop_pins(*, task: _Task, **kwargs: object) -> None:  # noqa: ARG001 - a signal receiver
     """``task_postrun``: what the task's header needed is needed no longer."""
-    needing = _ACTIVE.pop(id(task.request), None)
+    entered = _ACTIVE.pop(id(task.request), None)
+    if entered is None:
+        return
+    blocks, needing = entered
     if needing is not None:
         needing.__exit__(None, None, None)
+    for block in reversed(blocks):
+        block.__exit__(None, None, None)
 
 
 class _Signal(Protocol):
@@ -163,8 +184,8 @@ def _header(request: object) -> object:
     return getattr(request, HEADER, None)
 
 
-def _read(header: object, name: str, task_id: object) -> dict[str, Position] | None:
-    """The positions in ``header``; ``None`` (and a warning) if it is not a header we read."""
+def _read(header: object, name: str, task_id: object) -> dict[object, object] | None:
+    """The header's fields; ``None`` (and a warning) if it is not a header we read."""
     if header is None:
         return None
     kind = type(header).__name__  # before isinstance() narrows it to an unknown dict
@@ -173,18 +194,25 @@ def _read(header: object, name: str, task_id: object) -> dict[str, Position] | N
     if type(version) is int and version != VERSION:
         _unknown_version(version, name, task_id)
         return None
-    needs = unpack(fields.get("positions")) if type(version) is int else None
-    if needs is None:
+    well_formed = (
+        type(version) is int
+        and ("positions" in fields or "route" in fields)
+        and ("positions" not in fields or unpack(fields["positions"]) is not None)
+        and isinstance(fields.get("route", {}), dict)
+    )
+    if not well_formed:
         logger.warning(
-            "dynroute: task %s[%s] has a malformed %r header (a %s), ignored: its reads get "
-            'no pin from the code that enqueued it. dynroute writes {"v": %d, "positions": ...}.',
+            "dynroute: task %s[%s] has a malformed %r header (a %s), ignored: it gets no pin "
+            "and no route from the code that enqueued it. dynroute writes "
+            '{"v": %d, "positions": ..., "route": ...}.',
             name,
             task_id,
             HEADER,
             kind,
             VERSION,
         )
-    return needs
+        return None
+    return fields
 
 
 def _unknown_version(version: int, name: str, task_id: object) -> None:
