@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from celery import signals
+from celery import chain, group, signals
 from django.test import Client, modify_settings, override_settings
 
-from dynroute import in_database
+from dynroute import database_named, in_database
 from dynroute.contrib.celery import HEADER, _pins
 from tests import celery_routes, fleet
 from tests.helpers import unavailable
@@ -266,3 +266,29 @@ def test_a_worker_process_runs_the_task_on_the_tenants_database(
     assert names_in(tenants["globex"]["NAME"]) == ["for-globex"]
     assert [h[HEADER]["route"]["write"] for h in headers] == [{"name": "acme"}, {"name": "globex"}]
     assert SECRET not in json.dumps(headers, default=str)
+
+
+@pytest.mark.usefixtures("installed")
+def test_chains_and_groups_carry_the_route_to_each_task(
+    tenants: dict[str, dict[str, Any]], redis_url: str
+) -> None:
+    """A chain's next task (published by the worker) and each task of a group run on acme."""
+    queue = f"dynroute-routes-chain-{os.getpid()}"
+    saved = celery_routes.app
+    celery_routes.app = redis_app = celery_routes.make_app(redis_url, redis_url, queue)
+    record = redis_app.tasks["record"]
+    try:
+        with worker_process(redis_url, queue):
+            with in_database(database_named("acme"), write=True):
+                chained = chain(record.si("chain-1"), record.si("chain-2")).apply_async()
+                grouped = group(record.si("group-1"), record.si("group-2")).apply_async()
+            # Each task lists what it found on its database: acme's rows.
+            assert {"chain-1", "chain-2"} <= set(chained.get(timeout=60))
+            first, second = grouped.get(timeout=60)
+            assert "group-1" in first
+            assert "group-2" in second
+    finally:
+        celery_routes.app = saved
+        redis_app.close()
+    assert names_in(tenants["acme"]["NAME"]) == ["chain-1", "chain-2", "group-1", "group-2"]
+    assert names_in(tenants["globex"]["NAME"]) == []
