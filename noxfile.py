@@ -279,5 +279,8 @@ def summary(session: nox.Session) -> None:
 
 @nox.session(python=LATEST_PYTHON)
 def bench(session: nox.Session) -> None:
-    """Run the benchmark quickly: it must work; its figures are not checked here."""
+    """Run the benchmarks quickly: they must work; their figures are not checked here."""
     session.run("python", "bench/run.py", "--quick")
+    # The fleet: 10 databases over two PostgreSQL servers (it starts the second).
+    _install_project(session, LATEST_DJANGO, extras=("postgresql",))
+    session.run("python", "bench/fleet.py", "--quick")
