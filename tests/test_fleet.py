@@ -8,6 +8,7 @@ be made to fail (or to take a while) on chosen databases.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -456,3 +457,63 @@ def test_the_async_fan_out_gives_each_database_its_result(databases: Fleet) -> N
     assert {name: result.value for name, result in results.items()} == dict.fromkeys(chosen, 1)
     for name, database in chosen.items():
         assert query(database, "SELECT name FROM fleetapp_account") == [(name,)]
+
+
+def test_create_makes_the_database_the_directory_names_then_migrates_it(
+    databases: Fleet, tmp_path: Path
+) -> None:
+    """``dynroute create NAME``: the database on its server, migrated; again: refused, named."""
+    chosen = databases.use(2)
+    name = f"dynroute_fleet_{os.getpid()}_new"
+    entry = full_settings(name, tmp_path)
+    fleet.write({**{n: databases.entry(n) for n in chosen}, "newco": entry})
+    _drop(name)
+    try:
+        status, out, _ = dynroute("create", "newco")
+        assert status == 0, out
+        assert "newco: created" in out or "SQLite creates the file" in out
+        assert "newco: migrated" in out
+        assert applied(entry["NAME"]) >= ALL_FLEET
+        if BACKEND != "sqlite":
+            with pytest.raises(CommandError, match="newco: CREATE DATABASE failed"):
+                call_command("dynroute", "create", "newco")
+    finally:
+        _drop(name)
+
+
+@pytest.mark.skipif(BACKEND != "postgresql", reason="TEMPLATE is PostgreSQL's")
+def test_create_copies_a_template_on_postgresql(databases: Fleet, tmp_path: Path) -> None:
+    """``--template``: the copy has the template's migrations; nothing is left to apply."""
+    chosen = databases.use(1)
+    (template,) = chosen.values()
+    assert dynroute("migrate", "--state", str(tmp_path / "s.json"))[0] == 0
+    name = f"dynroute_fleet_{os.getpid()}_copy"
+    fleet.write({"copy": full_settings(name, tmp_path)})
+    _drop(name)
+    try:
+        status, out, _ = dynroute("create", "copy", "--template", template)
+        assert status == 0, out
+        assert f"created database '{name}' from {template}" in out
+        assert "copy: up to date" in out
+    finally:
+        _drop(name)
+
+
+class Terminal(io.StringIO):
+    """Output that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_a_progress_bar(databases: Fleet, tmp_path: Path) -> None:
+    """On a terminal (and with rich installed), a bar counts the databases done."""
+    databases.use(3)
+    out = Terminal()
+    call_command("dynroute", "migrate", "--state", str(tmp_path / "s.json"), stdout=out)
+    shown = out.getvalue()
+    assert "3/3" in shown
+    assert "3 databases in" in shown
+    plain = io.StringIO()
+    call_command("dynroute", "migrate", "--state", str(tmp_path / "s.json"), stdout=plain)
+    assert "/3" not in plain.getvalue()  # not a terminal: lines only

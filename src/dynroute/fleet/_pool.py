@@ -1,10 +1,10 @@
 """Running work on many databases at once: bounded overall and per server, stoppable.
 
 :func:`schedule` starts work on one database at a time as slots free up, never more
-than ``parallel`` at once, nor more than a server's share on one server: ``per_server``
-when given, else ``parallel`` split evenly among the servers that still have work
-(so a server never takes every slot while another waits, and the last one left may
-use them all). A stop request (the first Ctrl-C) starts nothing more: what runs
+than ``parallel`` at once, nor more than ``per_server`` on one server when given. The
+least busy server with work waiting starts next: a server never takes more than its
+share of ``parallel`` while another has work waiting, and the last one left may use
+every slot. A stop request (the first Ctrl-C) starts nothing more: what runs
 finishes, and the rest is reported as not run.
 
 Work runs in threads (:class:`Threads`: reading, fan-out) or in worker processes
@@ -16,7 +16,6 @@ settings dict (and no password) leaves the process.
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import queue
@@ -165,10 +164,13 @@ def _next_server(
     parallel: int,
     per_server: int | None,
 ) -> str | None:
-    """The server with work waiting and a free slot, the least busy first."""
-    busy = {server for server, count in running.items() if count}
-    share = per_server or math.ceil(parallel / max(1, len(busy | set(waiting))))
-    free = [server for server in waiting if running[server] < share]
+    """The server with work waiting and a free slot, the least busy first.
+
+    Least busy first is what keeps each server to its share of ``parallel`` while
+    others have work waiting; ``per_server`` caps each one besides.
+    """
+    cap = per_server or parallel
+    free = [server for server in waiting if running[server] < cap]
     return min(free, key=lambda server: running[server]) if free else None
 
 

@@ -41,6 +41,7 @@ from dynroute.fleet import (
     on_database,
     run_each,
 )
+from dynroute.management.commands._progress import bar
 from dynroute.tenants import Directory, load_directory
 
 if TYPE_CHECKING:
@@ -121,17 +122,19 @@ class Command(BaseCommand):
             _save_state(Path(options["state"]), names)
         started = time.monotonic()
         with _stopped_by_ctrl_c(stop, self):
-            if subcommand == "migrate":
-                outcomes = migrate(entries, names, bounds)
-            elif subcommand == "showmigrations":
-                outcomes = check(entries, names, bounds)
-            else:
-                work = functools.partial(
-                    run_one, command=options["command_name"], args=options["command_args"]
-                )
-                workers = Processes(work, bounds.parallel, recycle=bounds.recycle)
-                outcomes = run_each(entries, names, workers, bounds)
-        reporter.close()
+            try:
+                if subcommand == "migrate":
+                    outcomes = migrate(entries, names, bounds)
+                elif subcommand == "showmigrations":
+                    outcomes = check(entries, names, bounds)
+                else:
+                    work = functools.partial(
+                        run_one, command=options["command_name"], args=options["command_args"]
+                    )
+                    workers = Processes(work, bounds.parallel, recycle=bounds.recycle)
+                    outcomes = run_each(entries, names, workers, bounds)
+            finally:
+                reporter.close()
         self._summary(subcommand, outcomes, time.monotonic() - started, options)
 
     def _names(self, entries: Directory, options: dict[str, Any]) -> list[str]:
@@ -273,6 +276,7 @@ class _Reporter:
         self._operation = operation
         self._total = total
         self._done = 0
+        self._bar = bar(command.stdout, total, operation) if command.verbosity else None
 
     def started(self, name: str) -> None:
         observe.database_started.send(None, name=name, operation=self._operation)
@@ -287,6 +291,8 @@ class _Reporter:
             error=outcome.error,
             seconds=outcome.seconds,
         )
+        if self._bar is not None:
+            self._bar.advance()
         quiet = outcome.status in {"up to date", "done"} and self._command.verbosity < 2
         if quiet or self._command.verbosity == 0:
             return
@@ -296,13 +302,19 @@ class _Reporter:
         line += f" in {outcome.seconds:.2f} s"
         if outcome.error:
             line += f": {outcome.error}"
-        self._command.stdout.write(line)
+        lines = [line]
         if isinstance(outcome.result, str) and outcome.result:
-            for printed in outcome.result.splitlines():
-                self._command.stdout.write(f"  {outcome.name} | {printed}")
+            lines += [f"  {outcome.name} | {printed}" for printed in outcome.result.splitlines()]
+        for each in lines:
+            if self._bar is not None:
+                self._bar.print(each)
+            else:
+                self._command.stdout.write(each)
 
     def close(self) -> None:
-        """Nothing to close for plain lines."""
+        """Leave the bar, if there is one."""
+        if self._bar is not None:
+            self._bar.close()
 
 
 @contextlib.contextmanager
