@@ -8,6 +8,7 @@ be made to fail (or to take a while) on chosen databases.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -418,7 +419,13 @@ def test_fan_out_over_200_databases_holds_at_most_its_concurrency_of_connections
                 returned.add(own)
         return name.upper()
 
-    results = each_database(work, concurrency=8)
+    with told_signals() as told:
+        results = each_database(work, concurrency=8)
+    assert sorted(told) == sorted(
+        [("started", name, "each") for name in names]
+        + [("done", name, "each") for name in names if name != names[10]]
+        + [("failed", names[10], "each")]
+    )
     assert list(results) == names
     assert [results[name].value for name in names if name != names[10]] == [
         name.upper() for name in names if name != names[10]
@@ -432,6 +439,26 @@ def test_fan_out_over_200_databases_holds_at_most_its_concurrency_of_connections
     assert max(seen) <= 8
     assert max(seen) >= 4  # the work did overlap
     assert _settled(prefix, folder)
+
+
+@contextlib.contextmanager
+def told_signals() -> Iterator[list[tuple[str, str, str]]]:
+    """What database_started and database_finished say: (status or "started", name, operation)."""
+    told: list[tuple[str, str, str]] = []
+
+    def started(name: str, operation: str, **kwargs: object) -> None:
+        told.append(("started", name, operation))
+
+    def finished(name: str, operation: str, status: str, **kwargs: object) -> None:
+        told.append((status, name, operation))
+
+    signals.database_started.connect(started)
+    signals.database_finished.connect(finished)
+    try:
+        yield told
+    finally:
+        signals.database_started.disconnect(started)
+        signals.database_finished.disconnect(finished)
 
 
 def _settled(prefix: str, folder: Path | None) -> bool:

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from dynroute.fleet import Outcome, Threads, schedule
+from dynroute.fleet import Outcome, Threads, _pool, schedule
+from dynroute.management.commands.dynroute import _takes_database
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    import pytest
 
 
 class Recorder:
@@ -106,3 +111,25 @@ def test_work_that_raises_is_that_databases_failure() -> None:
         ("a1", "failed", "ValueError: boom"),
         ("a2", "done", ""),
     ]
+
+
+def test_a_worker_ignores_ctrl_c_and_takes_the_parents_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker process's set-up: SIGINT ignored (the parent decides), the settings module set."""
+    monkeypatch.delenv("DJANGO_SETTINGS_MODULE", raising=False)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        _pool._set_up_worker("tests.settings")
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert os.environ["DJANGO_SETTINGS_MODULE"] == "tests.settings"
+
+
+def test_run_gives_the_block_s_database_to_commands_that_take_one() -> None:
+    """``dynroute run``: a command with --database is given the block's; others are not."""
+    assert _takes_database("showmigrations")
+    assert _takes_database("dumpdata")
+    assert not _takes_database("clearsessions")
+    assert not _takes_database("no-such-command")

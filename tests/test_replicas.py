@@ -1009,3 +1009,37 @@ def test_a_lagging_replica_is_not_usable_while_no_replica_is_down(
     monkeypatch.setitem(_positions.LAGGING, "replica1", 2.5)
     assert not _health.DOWN
     assert _entry.usable_replicas(PrimaryReplica("default", REPLICAS)) == ("replica2",)
+
+
+class _GtidCursor:
+    """A MariaDB primary's cursor, as far as written() uses one."""
+
+    def __init__(self, executed: list[str]) -> None:
+        self.executed = executed
+
+    def __enter__(self) -> _GtidCursor:  # noqa: PYI034 - a final test double
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def execute(self, sql: str) -> None:
+        self.executed.append(sql)
+
+    def fetchone(self) -> tuple[str]:
+        return ("0-1-42,1-2-7",)
+
+
+def test_a_mariadb_primarys_position_is_its_binlog_gtids() -> None:
+    """written() on MariaDB: one query, @@gtid_binlog_pos, read as a GTID list."""
+    executed: list[str] = []
+
+    class Primary:
+        vendor = "mysql"
+
+        def cursor(self) -> _GtidCursor:
+            return _GtidCursor(executed)
+
+    position = _positions.written(Primary())  # type: ignore[arg-type]  # a stand-in
+    assert executed == ["SELECT @@gtid_binlog_pos"]
+    assert position == _positions.Gtids(((0, 1, 42), (1, 2, 7)))
