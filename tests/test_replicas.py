@@ -11,6 +11,7 @@ which is the point of one of them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import threading
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 from django.core import checks
-from django.db import connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
 from django.test import override_settings
 
 import dynroute
@@ -38,6 +39,7 @@ from dynroute.replicas import (
     _health,
     _policy,
     _positions,
+    _tracking,
     describe_pins,
     get_pins,
     has_written,
@@ -1043,3 +1045,24 @@ def test_a_mariadb_primarys_position_is_its_binlog_gtids() -> None:
     position = _positions.written(Primary())  # type: ignore[arg-type]  # a stand-in
     assert executed == ["SELECT @@gtid_binlog_pos"]
     assert position == _positions.Gtids(((0, 1, 42), (1, 2, 7)))
+
+
+def test_a_position_that_cannot_be_read_pins_reads_to_the_primary_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The query for a written primary's position fails: PRIMARY_ONLY, and a warning saying so."""
+
+    def failing(wrapper: object) -> object:
+        msg = "the server went away"
+        raise DatabaseError(msg)
+
+    monkeypatch.setattr(_tracking, "supports", lambda _wrapper: True)
+    monkeypatch.setattr(_tracking, "written", failing)
+    with in_database(policy=replicas()), caplog.at_level(logging.WARNING, "dynroute"):
+        Item.objects.create(name="written")
+        positions = _tracking.written_positions()
+    assert positions == {"default": _positions.PRIMARY_ONLY}
+    assert (
+        "dynroute: could not read the position of primary 'default' (DatabaseError): its reads "
+        "are pinned to it instead"
+    ) in caplog.text

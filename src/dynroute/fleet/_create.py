@@ -50,7 +50,7 @@ def create_database(name: str, *, template: str | None = None) -> str:
     if vendor == "sqlite":
         return f"{name}: SQLite creates the file on first use."
     server = {**given, "NAME": "postgres" if vendor == "postgresql" else ""}
-    with in_database(server, read=True, write=True) as route:
+    with in_database(server) as route:  # registers the alias; the cursor is used directly
         connection = connections[route.alias]
         quote = connection.ops.quote_name
         statement = f"CREATE DATABASE {quote(database)}"
