@@ -13,11 +13,20 @@ from __future__ import annotations
 
 from dynroute.fleet._create import create_database
 from dynroute.fleet._each import DatabaseResult, aeach_database, each_database
-from dynroute.fleet._fleet import Bounds, check, migrate, migrate_one, run_each, servers
+from dynroute.fleet._fleet import (
+    DEFAULT_RECYCLE,
+    Bounds,
+    check,
+    migrate,
+    migrate_one,
+    run_each,
+    servers,
+)
 from dynroute.fleet._on import on_database, secrets_masked
 from dynroute.fleet._pool import Outcome, Processes, Threads, schedule
 
 __all__ = [
+    "DEFAULT_RECYCLE",
     "Bounds",
     "DatabaseResult",
     "Outcome",

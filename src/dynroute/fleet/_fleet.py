@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["Bounds", "check", "migrate", "migrate_one", "run_each", "servers"]
 
 #: Databases a worker process migrates before it is replaced by a fresh one.
-DEFAULT_RECYCLE = 50
+DEFAULT_RECYCLE = 200
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from dynroute import observe
 from dynroute.exceptions import DynrouteError
 from dynroute.fleet import (
+    DEFAULT_RECYCLE,
     Bounds,
     Outcome,
     Processes,
@@ -216,8 +217,8 @@ def _pool_options(parser: CommandParser) -> None:
     parser.add_argument(
         "--recycle",
         type=_positive,
-        default=50,
-        help="Databases a worker process takes before it is replaced (default: 50).",
+        default=DEFAULT_RECYCLE,
+        help=f"Databases a worker takes before a fresh one replaces it ({DEFAULT_RECYCLE}).",
     )
 
 
