@@ -136,11 +136,11 @@ def tests(session: nox.Session, django: str) -> None:
     """Run the suite on one Django, against SQLite, PostgreSQL and MariaDB.
 
     Coverage is measured on the newest Django and SQLite only (its tracing slows a
-    run by a quarter; a CI run must stay under 30 minutes). The fleet suite (a fleet of 200 databases, created
-    and dropped) runs on every backend with the newest Django, and on SQLite with the
-    others: what differs between Django versions there (the migration executor) is the
-    same on every backend, and the server parts (locks, CREATE DATABASE) are not
-    Django's.
+    run by a quarter; a CI run must stay under 30 minutes). The fleet suite (a fleet
+    of 200 databases, created and dropped) runs on every backend with the newest
+    Django, and on SQLite with the others: what differs between Django versions there
+    (the migration executor) is the same on every backend, and the server parts
+    (locks, CREATE DATABASE) are not Django's.
     """
     _install_project(session, django, "test")
     backends = [b for b in BACKENDS if b != "mariadb" or _install_mysql_driver(session)]

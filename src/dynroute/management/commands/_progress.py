@@ -6,7 +6,7 @@ not a terminal (a log, CI, a pipe), the command prints plain lines only.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO, cast
 
 if TYPE_CHECKING:
     from django.core.management.base import OutputWrapper
@@ -45,7 +45,8 @@ def bar(output: OutputWrapper, total: int, label: str) -> Bar | None:
         )
     except ImportError:
         return None
-    stream: TextIO = output._out  # noqa: SLF001 - the stream Django's wrapper writes to
+    # The stream Django's wrapper writes to (django-stubs types it as a callable).
+    stream = cast("TextIO", output._out)  # noqa: SLF001
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
