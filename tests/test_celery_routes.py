@@ -24,7 +24,7 @@ import pytest
 from celery import chain, group, signals
 from django.test import Client, modify_settings, override_settings
 
-from dynroute import database_named, in_database
+from dynroute import current_route, database_named, in_database
 from dynroute.contrib.celery import HEADER, _pins
 from tests import celery_routes, fleet
 from tests.helpers import unavailable
@@ -292,3 +292,18 @@ def test_chains_and_groups_carry_the_route_to_each_task(
         redis_app.close()
     assert names_in(tenants["acme"]["NAME"]) == ["chain-1", "chain-2", "group-1", "group-2"]
     assert names_in(tenants["globex"]["NAME"]) == []
+
+
+@pytest.mark.usefixtures("installed")
+def test_a_route_that_cannot_be_entered_fails_the_task_and_leaves_nothing_entered(
+    tenants: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """Writes to acme entered, reads' database down: the task fails, no block stays."""
+    fleet.write({**tenants, "down": {**tenants["acme"], "NAME": str(tmp_path / "no" / "db")}})
+    if BACKEND != "sqlite":
+        fleet.write({**tenants, "down": {**tenants["acme"], "PORT": "1"}})
+    header = {HEADER: {"v": 1, "route": {"read": {"name": "down"}, "write": {"name": "acme"}}}}
+    with pytest.raises(Exception, match="cannot enter its route"):
+        celery_routes.app.tasks["record"].apply(("x",), headers=header, throw=True)
+    assert current_route() is None
+    assert names_in(tenants["acme"]["NAME"]) == []

@@ -11,7 +11,8 @@ derives from it too, so existing ``except`` clauses keep working::
         ├── UnknownDatabaseError    (+ ConnectionDoesNotExist)
         │                                              an alias that is not configured
         ├── ConfigurationError      (+ ImproperlyConfigured)
-        │                                              no router, or a configuration refused
+        │   │                                          no router, or a configuration refused
+        │   └── RouteNotCarriedError                   a task's route cannot travel by name
         ├── DatabaseConnectionError (+ django.db.OperationalError)
         │                                              a runtime database unreachable
         ├── RouteStateError         (+ RuntimeError)   a block left where it is not active
@@ -33,6 +34,7 @@ __all__ = [
     "DynrouteError",
     "InvalidTargetError",
     "RouteLockedError",
+    "RouteNotCarriedError",
     "RouteStateError",
     "UnknownDatabaseError",
     "UsageError",
@@ -107,4 +109,13 @@ class WriteForbiddenError(DynrouteError, DatabaseError):
 
     The message names the database and the model, or the first words of the
     statement (literals blanked), never its parameters.
+    """
+
+
+class RouteNotCarriedError(ConfigurationError):
+    """A Celery task's route cannot travel in its headers: a block on settings not named.
+
+    Raised, in the worker, by the first query of a task enqueued inside a block on a
+    runtime configuration that ``DYNROUTE_DATABASES`` does not name (or whose names the
+    worker cannot find): the task fails rather than run on another database.
     """

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dynroute.fleet._create import create_database
 from dynroute.fleet._each import DatabaseResult, aeach_database, each_database
 from dynroute.fleet._fleet import (
-    DEFAULT_RECYCLE,
     Bounds,
     check,
     migrate,
@@ -22,11 +21,11 @@ from dynroute.fleet._fleet import (
     run_each,
     servers,
 )
+from dynroute.fleet._migrations import check_conflicts
 from dynroute.fleet._on import on_database, secrets_masked
 from dynroute.fleet._pool import Outcome, Processes, Threads, schedule
 
 __all__ = [
-    "DEFAULT_RECYCLE",
     "Bounds",
     "DatabaseResult",
     "Outcome",
@@ -34,6 +33,7 @@ __all__ = [
     "Threads",
     "aeach_database",
     "check",
+    "check_conflicts",
     "create_database",
     "each_database",
     "migrate",

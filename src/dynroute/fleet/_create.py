@@ -20,7 +20,7 @@ from dynroute.core import DatabaseConfiguration
 from dynroute.exceptions import ConfigurationError, DynrouteError
 from dynroute.fleet._on import secrets_masked
 from dynroute.routing import in_database
-from dynroute.tenants import current_directory
+from dynroute.tenants import Directory, current_directory
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 __all__ = ["create_database"]
 
 
-def create_database(name: str, *, template: str | None = None) -> str:
+def create_database(
+    name: str, *, template: str | None = None, entries: Directory | None = None
+) -> str:
     """Create the database that ``name`` names in the directory; say what was done.
 
     Raises:
@@ -36,7 +38,7 @@ def create_database(name: str, *, template: str | None = None) -> str:
         DynrouteError: The server refused (the database exists, no right to create):
             the message has the target's secrets masked.
     """
-    target = current_directory().target(name)
+    target = (entries or current_directory()).target(name)
     if isinstance(target, DatabaseConfiguration):
         given: Mapping[str, Any] = target.settings
     else:

@@ -138,7 +138,7 @@ async def aeach_database(
     async def one(name: str) -> DatabaseResult[_R]:
         async with gate:
             started = time.monotonic()
-            observe.database_started.send(None, name=name, operation="each")
+            observe.database_started.send_robust(None, name=name, operation="each")
             target = None
             try:
                 target = entries.target(name)
@@ -177,11 +177,11 @@ def _result(outcome: Outcome) -> DatabaseResult[Any]:
 
 
 def _started(name: str) -> None:
-    observe.database_started.send(None, name=name, operation="each")
+    observe.database_started.send_robust(None, name=name, operation="each")
 
 
 def _finished(outcome: Outcome) -> None:
-    observe.database_finished.send(
+    observe.database_finished.send_robust(
         None,
         name=outcome.name,
         operation="each",

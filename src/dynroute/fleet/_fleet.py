@@ -95,8 +95,13 @@ def migrate(entries: Directory, names: Iterable[str], bounds: Bounds) -> list[Ou
     """Bring every database of ``names`` up to date; the outcome of each.
 
     The check runs first, in threads; only the databases behind go to the workers.
+
+    Raises:
+        ConfigurationError: Conflicting migrations (an app with two leaves): nothing runs.
     """
-    checked = check(entries, names, _quiet(bounds))
+    _migrations.check_conflicts()
+    # Each database is told started once (at its check) and finished once.
+    checked = check(entries, names, _starting(bounds))
     outcomes = {outcome.name: outcome for outcome in checked}
     behind = [outcome.name for outcome in checked if outcome.status == "behind"]
     for outcome in checked:
@@ -104,19 +109,19 @@ def migrate(entries: Directory, names: Iterable[str], bounds: Bounds) -> list[Ou
             bounds.finished(outcome)
     if behind:
         workers = Processes(migrate_one, min(bounds.parallel, len(behind)), recycle=bounds.recycle)
-        for outcome in run_each(entries, behind, workers, bounds):
+        for outcome in run_each(entries, behind, workers, _finishing(bounds)):
             outcomes[outcome.name] = outcome
     return [outcomes[outcome.name] for outcome in checked]
 
 
-def migrate_one(name: str) -> Outcome:
-    """Migrate ``name``'s database under its lock (in a worker process)."""
+def migrate_one(name: str, entries: Directory | None = None) -> Outcome:
+    """Migrate ``name``'s database under its lock (in a worker process, or given ``entries``)."""
 
     def work(connection: BaseDatabaseWrapper) -> list[_migrations.Key]:
         with _migrations.locked(connection):
             return _migrations.migrate(connection, _migrations.applied(connection))
 
-    done, outcome = on_database(name, work)
+    done, outcome = on_database(name, work, entries=entries)
     outcome.exception = None  # the message travels; the exception may not pickle
     if done is not None:
         outcome.status = "migrated" if done else "up to date"
@@ -151,6 +156,15 @@ def run_each(
     return [by_name[name] for name in order]
 
 
-def _quiet(bounds: Bounds) -> Bounds:
-    """The same bounds, telling nothing (the check before migrating)."""
-    return Bounds(bounds.parallel, bounds.per_server, bounds.recycle, bounds.stop)
+def _starting(bounds: Bounds) -> Bounds:
+    """The same bounds, telling each start only (the check before migrating)."""
+    return Bounds(
+        bounds.parallel, bounds.per_server, bounds.recycle, bounds.stop, started=bounds.started
+    )
+
+
+def _finishing(bounds: Bounds) -> Bounds:
+    """The same bounds, telling each end only (the migrations after the check)."""
+    return Bounds(
+        bounds.parallel, bounds.per_server, bounds.recycle, bounds.stop, finished=bounds.finished
+    )

@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, cast
 
@@ -34,6 +35,9 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.migrations.state import ModelState
 from django.db.utils import load_backend
+from django.utils.module_loading import module_has_submodule
+
+from dynroute.exceptions import ConfigurationError
 
 if sys.platform != "win32":
     import fcntl
@@ -67,6 +71,8 @@ class Graph:
     nodes: frozenset[Key]
     #: squashed migration -> the migrations it replaces
     replacements: dict[Key, tuple[Key, ...]]
+    #: app label -> its leaf migrations, where an app has more than one (to merge)
+    conflicts: dict[str, list[str]]
 
     def pending(self, done: set[Key]) -> list[Key]:
         """The migrations of the graph a database with ``done`` applied lacks, in order."""
@@ -97,12 +103,34 @@ def graph() -> Graph:
     global _graph  # noqa: PLW0603 - once per process, by design
     with _graph_lock:
         if _graph is None:
+            # As Django's migrate: each app's management module imported, so that the
+            # post_migrate receivers registered there are connected (in every worker).
+            for app_config in global_apps.get_app_configs():
+                if module_has_submodule(app_config.module, "management"):
+                    import_module(".management", app_config.name)
             loader = MigrationLoader(None)
             replacements = {
                 key: tuple(migration.replaces) for key, migration in loader.replacements.items()
             }
-            _graph = Graph(loader, frozenset(loader.graph.nodes), replacements)
+            nodes = frozenset(loader.graph.nodes)
+            _graph = Graph(loader, nodes, replacements, loader.detect_conflicts())
         return _graph
+
+
+def check_conflicts() -> None:
+    """Refuse a graph where an app has two leaf migrations, as Django's migrate does.
+
+    Raises:
+        ConfigurationError: Naming each app and its leaves, and the fix.
+    """
+    conflicts = graph().conflicts
+    if conflicts:
+        named = "; ".join(f"{', '.join(names)} in {app}" for app, names in conflicts.items())
+        msg = (
+            f"Conflicting migrations detected: {named}. Run 'manage.py makemigrations "
+            "--merge' to merge them; no database was migrated."
+        )
+        raise ConfigurationError(msg)
 
 
 def applied(connection: BaseDatabaseWrapper) -> set[Key]:
@@ -135,7 +163,12 @@ def read_applied(settings: Mapping[str, Any], alias: str) -> set[Key] | None:
     Raises:
         Exception: The driver's, when the database cannot be reached.
     """
-    wrapper = load_backend(str(settings["ENGINE"])).DatabaseWrapper(dict(settings), alias)
+    copied = dict(settings)
+    options = copied.get("OPTIONS")
+    if isinstance(options, dict) and "pool" in options:
+        # One connection, closed at once: a pool would be opened per database, and kept.
+        copied["OPTIONS"] = {k: v for k, v in options.items() if k != "pool"}  # pyright: ignore[reportUnknownVariableType]
+    wrapper = load_backend(str(settings["ENGINE"])).DatabaseWrapper(copied, alias)
     table = wrapper.ops.quote_name(MigrationRecorder.Migration._meta.db_table)  # noqa: SLF001
     raw = wrapper.get_new_connection(wrapper.get_connection_params())
     try:
@@ -181,7 +214,9 @@ class locked:  # noqa: N801 - used as a context manager, like Django's atomic
         connection = self._connection
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
-                cursor.execute("SET lock_timeout = %s", [f"{int(self._timeout * 1000)}ms"])
+                # set_config takes parameters where SET cannot (server-side binding).
+                timeout = f"{int(self._timeout * 1000)}ms"
+                cursor.execute("SELECT set_config('lock_timeout', %s, false)", [timeout])
                 try:
                     cursor.execute("SELECT pg_advisory_lock(%s)", [_PG_LOCK_KEY])
                 finally:
@@ -198,14 +233,26 @@ class locked:  # noqa: N801 - used as a context manager, like Django's atomic
         if connection.vendor == "sqlite":
             self._file = _file_lock(str(connection.settings_dict["NAME"]), self._timeout)
 
-    def __exit__(self, *exc_info: object) -> None:
-        """Release the lock (it also dies with the connection)."""
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        """Release the lock (it also dies with the connection).
+
+        A failure to release it (the connection broke) never hides the error of the
+        migration that ran under it.
+        """
         connection = self._connection
         if self._file is not None:
             self._file.close()  # closing the file releases its lock
             self._file = None
         if connection.connection is None:
             return
+        try:
+            self._release()
+        except DatabaseError:
+            if exc_type is None:
+                raise
+
+    def _release(self) -> None:
+        connection = self._connection
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [_PG_LOCK_KEY])
@@ -260,6 +307,7 @@ def migrate(connection: BaseDatabaseWrapper, done: set[Key], *, verbosity: int =
             (where the database has transactional DDL) undid that migration.
     """
     base = graph()
+    connection.prepare_database()  # as Django's migrate (PostGIS creates its extension)
     executor = _executor(connection, base, done)
     executor.loader.check_consistent_history(connection)
     targets = executor.loader.graph.leaf_nodes()

@@ -55,7 +55,8 @@ def on_database(
                 result = work(connection)
             finally:
                 connection.close()
-    except Exception as error:  # noqa: BLE001 - one database's failure is its outcome
+    # SystemExit too: a command run on each database (dynroute run) may exit.
+    except (Exception, SystemExit) as error:  # noqa: BLE001 - one database's failure is its outcome
         message = secrets_masked(f"{type(error).__name__}: {error}", target)
         outcome = Outcome(name, "failed", error=message[:1000], seconds=_since(started))
         outcome.exception = error

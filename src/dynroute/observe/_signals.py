@@ -137,8 +137,9 @@ class _PlainSignal(Signal):
 database_started = _PlainSignal()
 """Sent (in the process that runs the command or the fan-out) when work starts on one
 database of the directory: ``name`` (its name in ``DYNROUTE_DATABASES``) and
-``operation`` (``"check"``, ``"migrate"``, ``"run"``, ``"create"``, ``"each"``). A plain
-Django signal: a receiver costs blocks nothing. Sender: ``None``."""
+``operation`` (``"migrate"``, ``"showmigrations"``, ``"run"``, ``"each"``). A plain
+Django signal, sent robustly (a receiver that raises is logged): a receiver costs
+blocks nothing. Sender: ``None``."""
 database_finished = _PlainSignal()
 """Sent when that work ends: ``name``, ``operation``, ``status`` (``"migrated"``,
 ``"up to date"``, ``"behind"``, ``"done"``, ``"failed"``, ``"not run"``), ``error`` (the

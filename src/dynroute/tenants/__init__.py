@@ -11,6 +11,7 @@ from dynroute.tenants._directory import SETTING as DIRECTORY_SETTING
 from dynroute.tenants._directory import Directory, database_named, server_of
 from dynroute.tenants._directory import current as current_directory
 from dynroute.tenants._directory import load as load_directory
+from dynroute.tenants._directory import reloaded as reloaded_directory
 from dynroute.tenants._locks import Unlocked, check, lock, release, unlocked
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "load_directory",
     "lock",
     "release",
+    "reloaded_directory",
     "server_of",
     "unlocked",
 ]

@@ -22,6 +22,7 @@ the rules of an alias (a non-empty ``str``, no leading ``_``, not a URL).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Final, cast
 
@@ -35,7 +36,7 @@ from dynroute.exceptions import ConfigurationError, DynrouteError, UnknownDataba
 if TYPE_CHECKING:
     from dynroute.core import DatabaseTarget
 
-__all__ = ["SETTING", "Directory", "current", "database_named", "load", "server_of"]
+__all__ = ["SETTING", "Directory", "current", "database_named", "load", "reloaded", "server_of"]
 
 SETTING: Final = "DYNROUTE_DATABASES"
 
@@ -238,13 +239,27 @@ def database_named(name: str) -> DatabaseTarget:
     """
     entries = current()
     if name not in entries:
-        entries = _reload()
+        entries = reloaded()
     return entries.target(name)
 
 
-def _reload() -> Directory:
-    """Read the directory afresh and keep it as the current one."""
-    global _current  # noqa: PLW0603 - the cache, replaced
+#: A name the directory lacks reads it again at most this often (a client sending
+#: made-up tenant names must not make every request read the whole directory).
+RELOAD_SECONDS: Final = 1.0
+_reloaded_at = -RELOAD_SECONDS
+
+
+def reloaded() -> Directory:
+    """The directory read afresh and kept (the current one if read in the last second).
+
+    See :data:`RELOAD_SECONDS`.
+    """
+    global _current, _reloaded_at  # noqa: PLW0603 - the cache, replaced
+    with _current_lock:
+        now = time.monotonic()
+        if _current is not None and now - _reloaded_at < RELOAD_SECONDS:
+            return _current
+        _reloaded_at = now
     fresh = load()
     with _current_lock:
         _current = fresh

@@ -24,9 +24,14 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from django.conf import settings
 
 from dynroute.core import ASK, get_frame
-from dynroute.exceptions import ConfigurationError, DynrouteError, UnknownDatabaseError
+from dynroute.exceptions import (
+    ConfigurationError,
+    DynrouteError,
+    RouteNotCarriedError,
+    UnknownDatabaseError,
+)
 from dynroute.routing import InDatabase, in_database
-from dynroute.tenants import current_directory, database_named, load_directory
+from dynroute.tenants import current_directory, database_named, reloaded_directory
 
 if TYPE_CHECKING:
     from django.db.models import Model
@@ -38,10 +43,6 @@ __all__ = ["enter_route", "route_to_carry"]
 logger = logging.getLogger("dynroute")
 
 _DIRECTIONS: Final = ("read", "write")
-
-
-class RouteNotCarriedError(ConfigurationError):
-    """The enqueuing code's route cannot be named in a task's headers."""
 
 
 def route_to_carry(task_name: object) -> dict[str, object] | None:
@@ -62,9 +63,14 @@ def route_to_carry(task_name: object) -> dict[str, object] | None:
             continue
         try:
             carried[direction] = _named(str(answer))
-        except RouteNotCarriedError as error:
-            logger.error("dynroute: task %s is refused: %s", task_name, error)  # noqa: TRY400 - the message is the point, not the stack
-            return {"refused": str(error)}
+        except Exception as error:  # noqa: BLE001 - any failure refuses the task, loudly
+            reason = (
+                str(error)
+                if isinstance(error, RouteNotCarriedError)
+                else (f"its route could not be named ({type(error).__name__}: {error})")
+            )
+            logger.error("dynroute: task %s is refused: %s", task_name, reason)  # noqa: TRY400 - the message is the point, not the stack
+            return {"refused": reason}
     return carried or None
 
 
@@ -76,9 +82,9 @@ def _named(alias: str) -> dict[str, str]:
     """
     if alias in settings.DATABASES:
         return {"alias": alias}
-    for fresh in (False, True):  # the cached directory, then the setting read again
+    for fresh in (False, True):  # the cached directory, then read again (kept)
         try:
-            entries = load_directory() if fresh else current_directory()
+            entries = reloaded_directory() if fresh else current_directory()
         except ConfigurationError:
             break
         name = entries.name_of(alias)
@@ -113,12 +119,22 @@ def enter_route(carried: object, task_name: str) -> list[InDatabase[Any]]:
         return [_enter(in_database(policy=_Refusing(message)))]
     read, write = targets.get("read"), targets.get("write")
     if read is not None and read == write:
-        return [_enter(in_database(read, read=True, write=True))]
+        wanted = [in_database(read, read=True, write=True)]
+    else:
+        wanted = [
+            *([in_database(write, read=False, write=True)] if write is not None else []),
+            *([in_database(read, read=True, write=False)] if read is not None else []),
+        ]
     blocks: list[InDatabase[Any]] = []
-    if write is not None:
-        blocks.append(_enter(in_database(write, read=False, write=True)))
-    if read is not None:
-        blocks.append(_enter(in_database(read, read=True, write=False)))
+    try:
+        for block in wanted:
+            blocks.append(_enter(block))  # noqa: PERF401 - entered one by one, to undo on failure
+    except Exception as error:  # noqa: BLE001 - a database down: the task fails, the worker goes on
+        for block in reversed(blocks):  # nothing entered stays entered for later tasks
+            block.__exit__(None, None, None)
+        message = f"task {task_name} cannot enter its route: {type(error).__name__}: {error}"
+        logger.error("dynroute: %s", message)  # noqa: TRY400
+        return [_enter(in_database(policy=_Refusing(message)))]
     return blocks
 
 

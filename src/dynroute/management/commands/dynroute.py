@@ -31,18 +31,18 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from dynroute import observe
 from dynroute.exceptions import DynrouteError
 from dynroute.fleet import (
-    DEFAULT_RECYCLE,
     Bounds,
     Outcome,
     Processes,
     check,
+    check_conflicts,
     create_database,
     migrate,
     migrate_one,
     on_database,
     run_each,
 )
-from dynroute.management.commands._progress import bar
+from dynroute.management.commands._progress import Bar, bar
 from dynroute.tenants import Directory, load_directory
 
 if TYPE_CHECKING:
@@ -103,9 +103,11 @@ class Command(BaseCommand):
         try:
             entries = load_directory()
             if subcommand == "create":
-                self._create(options["name"], options.get("template"))
+                self._create(entries, options["name"], options.get("template"))
                 return
-            names = self._names(entries, options)
+            names, kept = _names(entries, options)
+            if subcommand == "migrate":
+                check_conflicts()
         except DynrouteError as error:
             raise CommandError(str(error)) from None
         stop = threading.Event()
@@ -120,10 +122,11 @@ class Command(BaseCommand):
         )
         if subcommand == "migrate":
             # Until the run ends, every name is left: a run killed outright resumes them.
-            _save_state(Path(options["state"]), names)
+            _save_state(Path(options["state"]), [*names, *kept])
         started = time.monotonic()
         with _stopped_by_ctrl_c(stop, self):
             try:
+                reporter.start()
                 if subcommand == "migrate":
                     outcomes = migrate(entries, names, bounds)
                 elif subcommand == "showmigrations":
@@ -136,63 +139,78 @@ class Command(BaseCommand):
                     outcomes = run_each(entries, names, workers, bounds)
             finally:
                 reporter.close()
-        self._summary(subcommand, outcomes, time.monotonic() - started, options)
+        seconds = time.monotonic() - started
+        _summary(self, subcommand, outcomes=outcomes, seconds=seconds, options=options, kept=kept)
 
-    def _names(self, entries: Directory, options: dict[str, Any]) -> list[str]:
-        """The names chosen: ``--only``, ``--exclude``, or those ``--resume`` takes."""
-        names = entries.select(options["only"], options["exclude"] or ())
-        if options.get("resume"):
-            state = Path(options["state"])
-            try:
-                left = set(json.loads(state.read_text(encoding="utf-8"))["left"])
-            except FileNotFoundError:
-                msg = f"Nothing to resume: no state file at {state} (the last run finished)."
-                raise CommandError(msg) from None
-            names = [name for name in names if name in left]
-        return names
-
-    def _summary(
-        self,
-        subcommand: str,
-        outcomes: Sequence[Outcome],
-        seconds: float,
-        options: dict[str, Any],
-    ) -> None:
-        """Print what happened to every database; exit 1 if any failed (or is behind)."""
-        counts: dict[str, int] = {}
-        for outcome in outcomes:
-            counts[outcome.status] = counts.get(outcome.status, 0) + 1
-        told = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-        self.stdout.write(f"{_count(len(outcomes))} in {seconds:.1f} s: {told or 'none'}.")
-        behind = [o for o in outcomes if o.status == "behind"]
-        if subcommand == "showmigrations" and behind:
-            self.stdout.write("Behind:")
-            for outcome in behind:
-                self.stdout.write(f"  {outcome.name}: {', '.join(outcome.migrations)}")
-        failed = [o for o in outcomes if o.status == "failed"]
-        for outcome in failed:
-            self.stderr.write(f"failed: {outcome.name}: {outcome.error}")
-        left = [o.name for o in outcomes if o.status in {"failed", "not run"}]
-        if subcommand == "migrate":
-            _save_state(Path(options["state"]), left)
-            if left:
-                self.stderr.write(
-                    f"{_count(len(left))} not migrated: fix them, then run "
-                    "'manage.py dynroute migrate --resume'."
-                )
-        if left or (options.get("check") and behind):
-            sys.exit(1)
-
-    def _create(self, name: str, template: str | None) -> None:
-        """Create ``name``'s database, then migrate it."""
-        self.stdout.write(create_database(name, template=template))
-        outcome = migrate_one(name)
+    def _create(self, entries: Directory, name: str, template: str | None) -> None:
+        """Create ``name``'s database, then migrate it (the directory just read)."""
+        self.stdout.write(create_database(name, template=template, entries=entries))
+        outcome = migrate_one(name, entries)
         if outcome.status == "failed":
             msg = f"{name}: created, but migrating it failed: {outcome.error}"
             raise CommandError(msg)
         self.stdout.write(
             f"{name}: {outcome.status} ({_count(len(outcome.migrations), 'migration')})."
         )
+
+
+def _names(entries: Directory, options: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The names chosen: ``--only``, ``--exclude``, or those ``--resume`` takes.
+
+    Returns:
+        The names, and those an earlier run left that this one does not take: they
+        stay in the state, so that a run on some databases does not forget the others.
+    """
+    names = entries.select(options["only"], options["exclude"] or ())
+    if options["subcommand"] != "migrate":
+        return names, []
+    state = Path(options["state"])
+    try:
+        left = list(json.loads(state.read_text(encoding="utf-8"))["left"])
+    except FileNotFoundError:
+        if options["resume"]:
+            msg = f"Nothing to resume: no state file at {state} (the last run finished)."
+            raise CommandError(msg) from None
+        left = []
+    if options["resume"]:
+        names = [name for name in names if name in set(left)]
+    chosen = set(names)
+    return names, [name for name in left if name not in chosen]
+
+
+def _summary(  # noqa: PLR0913 - what the run gives it
+    command: Command,
+    subcommand: str,
+    *,
+    outcomes: Sequence[Outcome],
+    seconds: float,
+    options: dict[str, Any],
+    kept: list[str],
+) -> None:
+    """Print what happened to every database; exit 1 if any failed (or is behind)."""
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    told = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    command.stdout.write(f"{_count(len(outcomes))} in {seconds:.1f} s: {told or 'none'}.")
+    behind = [o for o in outcomes if o.status == "behind"]
+    if subcommand == "showmigrations" and behind:
+        command.stdout.write("Behind:")
+        for outcome in behind:
+            command.stdout.write(f"  {outcome.name}: {', '.join(outcome.migrations)}")
+    failed = [o for o in outcomes if o.status == "failed"]
+    for outcome in failed:
+        command.stderr.write(f"failed: {outcome.name}: {outcome.error}")
+    left = [o.name for o in outcomes if o.status in {"failed", "not run"}]
+    if subcommand == "migrate":
+        _save_state(Path(options["state"]), [*left, *kept])
+        if left:
+            command.stderr.write(
+                f"{_count(len(left))} not migrated: fix them, then run "
+                "'manage.py dynroute migrate --resume'."
+            )
+    if left or (options.get("check") and behind):
+        sys.exit(1)
 
 
 def _count(number: int, noun: str = "database") -> str:
@@ -217,8 +235,8 @@ def _pool_options(parser: CommandParser) -> None:
     parser.add_argument(
         "--recycle",
         type=_positive,
-        default=DEFAULT_RECYCLE,
-        help=f"Databases a worker takes before a fresh one replaces it ({DEFAULT_RECYCLE}).",
+        default=Bounds().recycle,
+        help=f"Databases a worker takes before a fresh one replaces it ({Bounds().recycle}).",
     )
 
 
@@ -277,14 +295,19 @@ class _Reporter:
         self._operation = operation
         self._total = total
         self._done = 0
-        self._bar = bar(command.stdout, total, operation) if command.verbosity else None
+        self._bar: Bar | None = None
+
+    def start(self) -> None:
+        """Show the bar, on a terminal (inside the block that closes it)."""
+        if self._command.verbosity:
+            self._bar = bar(self._command.stdout, self._total, self._operation)
 
     def started(self, name: str) -> None:
-        observe.database_started.send(None, name=name, operation=self._operation)
+        observe.database_started.send_robust(None, name=name, operation=self._operation)
 
     def finished(self, outcome: Outcome) -> None:
         self._done += 1
-        observe.database_finished.send(
+        observe.database_finished.send_robust(
             None,
             name=outcome.name,
             operation=self._operation,
