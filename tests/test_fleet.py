@@ -26,8 +26,15 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
 
-from dynroute import aeach_database, current_route, each_database, signals
+from dynroute import (
+    DatabaseConfiguration,
+    aeach_database,
+    current_route,
+    each_database,
+    signals,
+)
 from dynroute.exceptions import DatabaseConnectionError
+from dynroute.fleet import _migrations
 from tests import fleet
 from tests.fleetapp.models import Account
 from tests.runtime import BACKEND, full_settings, query
@@ -547,3 +554,17 @@ def test_a_terminal_gets_a_progress_bar(databases: Fleet, tmp_path: Path) -> Non
     plain = io.StringIO()
     call_command("dynroute", "migrate", "--state", str(tmp_path / "s.json"), stdout=plain)
     assert "/3" not in plain.getvalue()  # not a terminal: lines only
+
+
+def test_the_check_reads_applied_migrations_on_a_connection_of_its_own(
+    databases: Fleet, tmp_path: Path
+) -> None:
+    """read_applied(): the set Django's recorder gives, through the driver alone."""
+    chosen = databases.use(1)
+    assert dynroute("migrate", "--state", str(tmp_path / "s.json"))[0] == 0
+    (name,) = chosen
+    entry = fleet.databases()[name]
+    complete = DatabaseConfiguration(entry).settings
+    found = _migrations.read_applied(complete, "fleet_check")
+    assert found is not None
+    assert {f"{app}.{migration}" for app, migration in found} == applied(chosen[name])

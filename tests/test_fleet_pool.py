@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -9,13 +10,14 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from dynroute.fleet import Outcome, Threads, _pool, schedule
+import pytest
+
+from dynroute.exceptions import ConfigurationError
+from dynroute.fleet import Outcome, Threads, _migrations, _pool, schedule
 from dynroute.management.commands.dynroute import _takes_database
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    import pytest
 
 
 class Recorder:
@@ -133,3 +135,20 @@ def test_run_gives_the_block_s_database_to_commands_that_take_one() -> None:
     assert _takes_database("dumpdata")
     assert not _takes_database("clearsessions")
     assert not _takes_database("no-such-command")
+
+
+def test_conflicting_migrations_are_refused_naming_each_app_and_its_leaves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An app with two leaf migrations: nothing runs; the message names them and the fix."""
+    graph = _migrations.graph()
+    conflicted = dataclasses.replace(graph, conflicts={"shop": ["0002_a", "0002_b"]})
+    monkeypatch.setattr(_migrations, "_graph", conflicted)
+    with pytest.raises(ConfigurationError) as raised:
+        _migrations.check_conflicts()
+    assert str(raised.value) == (
+        "Conflicting migrations detected: 0002_a, 0002_b in shop. Run 'manage.py "
+        "makemigrations --merge' to merge them; no database was migrated."
+    )
+    monkeypatch.setattr(_migrations, "_graph", graph)
+    _migrations.check_conflicts()  # the project's own graph has none
