@@ -216,8 +216,9 @@ def mutation_sample(session: nox.Session) -> None:
     )
 
 
-#: 60 mutants: about 6 minutes of a CI run that must stay under 30.
-MUTATION_SAMPLE = "60"
+#: 30 mutants (the first 30 of a fixed order, so a subset of any larger sample): about
+#: 5 minutes of a CI run that must stay under 30; ``nox -s mutation`` runs them all.
+MUTATION_SAMPLE = "30"
 
 
 @nox.session(python=LATEST_PYTHON)
