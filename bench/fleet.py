@@ -49,12 +49,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from run import write_script_section
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
-BEGIN = "<!-- bench/fleet.py: begin -->"
-END = "<!-- bench/fleet.py: end -->"
 PREFIX = "dynroute_bench_fleet"
 TEMPLATE = f"{PREFIX}_template"
 MIGRATIONS = 50
@@ -393,7 +393,8 @@ def main() -> int:
     text = report(nothing, pending, arguments, started)
     print(text)
     if not arguments.quick:
-        write_section(arguments.output, text)
+        title, _, body = text.partition("\n\n")
+        write_script_section(arguments.output, "fleet.py", title, body.rstrip())
         print(f"written to {arguments.output}")
     return 0
 
@@ -491,20 +492,6 @@ def report(
             ),
         ]
     return "\n".join(lines) + "\n"
-
-
-def write_section(output: Path, text: str) -> None:
-    """Replace the section between the markers (or add it before bench/run.py's)."""
-    existing = output.read_text()
-    section = f"{BEGIN}\n\n{text}\n{END}"
-    if BEGIN in existing:
-        head, _, rest = existing.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        output.write_text(head + section + tail)
-    else:
-        marker = "<!-- bench/run.py writes below this line -->"
-        head, _, tail = existing.partition(marker)
-        output.write_text(head + section + "\n\n" + marker + tail)
 
 
 if __name__ == "__main__":

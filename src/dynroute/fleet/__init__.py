@@ -23,7 +23,14 @@ from dynroute.fleet._fleet import (
 )
 from dynroute.fleet._migrations import check_conflicts
 from dynroute.fleet._on import on_database, secrets_masked
-from dynroute.fleet._pool import Outcome, Processes, Threads, schedule
+from dynroute.fleet._pool import (
+    Outcome,
+    Processes,
+    Threads,
+    schedule,
+    tell_finished,
+    tell_started,
+)
 
 __all__ = [
     "Bounds",
@@ -43,4 +50,6 @@ __all__ = [
     "schedule",
     "secrets_masked",
     "servers",
+    "tell_finished",
+    "tell_started",
 ]

@@ -24,11 +24,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from asgiref.sync import sync_to_async
 from django.db import connections
 
-from dynroute import observe
 from dynroute.exceptions import UsageError
 from dynroute.fleet._fleet import servers
 from dynroute.fleet._on import on_database, secrets_masked
-from dynroute.fleet._pool import Outcome, Threads, schedule
+from dynroute.fleet._pool import Outcome, Threads, schedule, tell_finished, tell_started
 from dynroute.routing import in_database
 from dynroute.tenants import load_directory
 
@@ -138,7 +137,7 @@ async def aeach_database(
     async def one(name: str) -> DatabaseResult[_R]:
         async with gate:
             started = time.monotonic()
-            observe.database_started.send_robust(None, name=name, operation="each")
+            _started(name)
             target = None
             try:
                 target = entries.target(name)
@@ -177,18 +176,11 @@ def _result(outcome: Outcome) -> DatabaseResult[Any]:
 
 
 def _started(name: str) -> None:
-    observe.database_started.send_robust(None, name=name, operation="each")
+    tell_started(name, "each")
 
 
 def _finished(outcome: Outcome) -> None:
-    observe.database_finished.send_robust(
-        None,
-        name=outcome.name,
-        operation="each",
-        status=outcome.status,
-        error=outcome.error,
-        seconds=outcome.seconds,
-    )
+    tell_finished(outcome, "each")
 
 
 def _close(alias: str) -> None:

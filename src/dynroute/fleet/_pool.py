@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import django
 
+from dynroute import observe
+
 if TYPE_CHECKING:
     import threading
     from collections.abc import Callable, Iterable, Mapping
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 
     from typing_extensions import Self
 
-__all__ = ["Outcome", "Processes", "Threads", "schedule"]
+__all__ = ["Outcome", "Processes", "Threads", "schedule", "tell_finished", "tell_started"]
 
 Status = Literal["migrated", "up to date", "behind", "done", "failed", "not run"]
 
@@ -250,6 +252,23 @@ def _set_up_worker(settings_module: str) -> None:
     if settings_module:
         os.environ["DJANGO_SETTINGS_MODULE"] = settings_module
     django.setup()
+
+
+def tell_started(name: str, operation: str) -> None:
+    """Send ``database_started`` for ``name`` (robustly: a receiver's error is logged)."""
+    observe.database_started.send_robust(None, name=name, operation=operation)
+
+
+def tell_finished(outcome: Outcome, operation: str) -> None:
+    """Send ``database_finished`` for ``outcome`` (robustly)."""
+    observe.database_finished.send_robust(
+        None,
+        name=outcome.name,
+        operation=operation,
+        status=outcome.status,
+        error=outcome.error,
+        seconds=outcome.seconds,
+    )
 
 
 def failure(name: str, error: BaseException) -> Outcome:

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 from django.core.management import call_command, get_commands, load_command_class
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from dynroute import observe
 from dynroute.exceptions import DynrouteError
 from dynroute.fleet import (
     Bounds,
@@ -41,6 +40,8 @@ from dynroute.fleet import (
     migrate_one,
     on_database,
     run_each,
+    tell_finished,
+    tell_started,
 )
 from dynroute.management.commands._progress import Bar, bar
 from dynroute.tenants import Directory, load_directory
@@ -303,18 +304,11 @@ class _Reporter:
             self._bar = bar(self._command.stdout, self._total, self._operation)
 
     def started(self, name: str) -> None:
-        observe.database_started.send_robust(None, name=name, operation=self._operation)
+        tell_started(name, self._operation)
 
     def finished(self, outcome: Outcome) -> None:
         self._done += 1
-        observe.database_finished.send_robust(
-            None,
-            name=outcome.name,
-            operation=self._operation,
-            status=outcome.status,
-            error=outcome.error,
-            seconds=outcome.seconds,
-        )
+        tell_finished(outcome, self._operation)
         if self._bar is not None:
             self._bar.advance()
         quiet = outcome.status in {"up to date", "done"} and self._command.verbosity < 2
